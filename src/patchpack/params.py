@@ -1,0 +1,368 @@
+"""params.yaml -> frozen, typed dataclasses. All configuration is validated here, once.
+
+Every check fails with a :class:`~patchpack.errors.ConfigError` whose message names the key, echoes
+what it received and says what would be accepted, e.g.
+``params.yaml: split.fractions must sum to 1 (received 0.7 + 0.2 + 0.2 = 1.1)``.
+The rest of patchpack takes these dataclasses (or plain values taken from them) and never opens YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from patchpack.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+SPLIT_MODES = ("image", "region", "patch")
+COMPRESSIONS = ("zstd", "gzip", "none")
+MODELS = ("cnn", "resnet50")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceParams:
+    """Where images come from and how they are decoded."""
+
+    dir: str = "data/demo"
+    channels: int = 1
+    max_megapixels: float = 100.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractParams:
+    """How many patches of which size are drawn from each image."""
+
+    patch_size: int = 32
+    per_image: int | None = 400
+    per_class: int | None = None
+    min_std: float = 0.0
+    max_tries: int = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitParams:
+    """How sources (or regions of them) are divided into train/val/test."""
+
+    mode: str = "region"
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    block_size: int = 64
+
+    def fraction(self, split: str) -> float:
+        return self.fractions[SPLITS.index(split)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardParams:
+    """How patches are packed into HDF5 shards."""
+
+    target_patches: int = 1024
+    chunk_patches: int = 64
+    compression: str = "zstd"
+    level: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    """Training settings for one model."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    patience: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """Training settings shared by every model, and one :class:`ModelParams` per model."""
+
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    loader_workers: int = 2
+    models: Mapping[str, ModelParams] = dataclasses.field(
+        default_factory=lambda: {name: ModelParams() for name in MODELS}
+    )
+
+    def model(self, name: str) -> ModelParams:
+        if name not in self.models:
+            raise ConfigError(
+                f"unknown model {name!r}: choose one of {', '.join(MODELS)}"
+            )
+        return self.models[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Everything in params.yaml, validated."""
+
+    seed: int = 2019
+    source: SourceParams = dataclasses.field(default_factory=SourceParams)
+    extract: ExtractParams = dataclasses.field(default_factory=ExtractParams)
+    split: SplitParams = dataclasses.field(default_factory=SplitParams)
+    shards: ShardParams = dataclasses.field(default_factory=ShardParams)
+    train: TrainParams = dataclasses.field(default_factory=TrainParams)
+
+    def dataset_dict(self) -> dict[str, Any]:
+        """The params that decide a dataset's content, as plain JSON-able values (no paths)."""
+        return {
+            "seed": self.seed,
+            "channels": self.source.channels,
+            "extract": dataclasses.asdict(self.extract),
+            "split": {
+                "mode": self.split.mode,
+                "fractions": dict(zip(SPLITS, self.split.fractions, strict=True)),
+                "block_size": self.split.block_size,
+            },
+            "shards": dataclasses.asdict(self.shards),
+        }
+
+
+def load_params(path: str | Path = "params.yaml", *, source_dir: str | None = None) -> Params:
+    """Read and validate params.yaml; ``source_dir`` overrides ``source.dir``.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing or unreadable, or any key is unknown, of the wrong type or impossible.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such params file; run from the project folder or pass --params PATH"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read params file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML; fix the syntax") from exc
+    params = params_from_dict({} if raw is None else raw, origin=str(path))
+    if source_dir is not None:
+        params = dataclasses.replace(
+            params, source=dataclasses.replace(params.source, dir=str(source_dir))
+        )
+    return params
+
+
+def params_from_dict(raw: object, origin: str = "params") -> Params:
+    """Validate a params mapping (the parsed YAML) into :class:`Params`."""
+    reader = _Reader(origin)
+    top = reader.mapping(raw, "")
+    reader.known(top, "", ("base", "source", "extract", "split", "shards", "train"))
+    base = reader.mapping(top.get("base", {}), "base")
+    reader.known(base, "base", ("seed",))
+    seed = reader.integer(base, "base.seed", Params.seed, minimum=0)
+    if seed >= 2**63:
+        raise ConfigError(f"{origin}: base.seed must be below 2**63 (received {seed})")
+    return Params(
+        seed=seed,
+        source=_source(reader, top.get("source", {})),
+        extract=_extract(reader, top.get("extract", {})),
+        split=_split(reader, top.get("split", {})),
+        shards=_shards(reader, top.get("shards", {})),
+        train=_train(reader, top.get("train", {})),
+    )
+
+
+def _source(reader: _Reader, raw: object) -> SourceParams:
+    section = reader.mapping(raw, "source")
+    reader.known(section, "source", ("dir", "channels", "max_megapixels"))
+    default = SourceParams()
+    directory = reader.string(section, "source.dir", default.dir)
+    channels = reader.integer(section, "source.channels", default.channels)
+    if channels not in (1, 3):
+        raise ConfigError(
+            f"{reader.origin}: source.channels must be 1 (grayscale) or 3 (RGB) (received {channels})"
+        )
+    max_mp = reader.number(section, "source.max_megapixels", default.max_megapixels, positive=True)
+    return SourceParams(dir=directory, channels=channels, max_megapixels=max_mp)
+
+
+def _extract(reader: _Reader, raw: object) -> ExtractParams:
+    section = reader.mapping(raw, "extract")
+    reader.known(
+        section, "extract", ("patch_size", "per_image", "per_class", "min_std", "max_tries")
+    )
+    default = ExtractParams()
+    patch_size = reader.integer(section, "extract.patch_size", default.patch_size, minimum=1)
+    per_image = reader.optional_integer(section, "extract.per_image", default.per_image)
+    per_class = reader.optional_integer(section, "extract.per_class", None)
+    if "per_class" in section and per_class is not None and "per_image" not in section:
+        per_image = None
+    if (per_image is None) == (per_class is None):
+        raise ConfigError(
+            f"{reader.origin}: set exactly one of extract.per_image and extract.per_class "
+            f"(received per_image={per_image}, per_class={per_class}); set the other to null"
+        )
+    min_std = reader.number(section, "extract.min_std", default.min_std, minimum=0.0)
+    max_tries = reader.integer(section, "extract.max_tries", default.max_tries, minimum=1)
+    return ExtractParams(
+        patch_size=patch_size,
+        per_image=per_image,
+        per_class=per_class,
+        min_std=min_std,
+        max_tries=max_tries,
+    )
+
+
+def _split(reader: _Reader, raw: object) -> SplitParams:
+    section = reader.mapping(raw, "split")
+    reader.known(section, "split", ("mode", "fractions", "block_size"))
+    default = SplitParams()
+    mode = reader.string(section, "split.mode", default.mode)
+    if mode not in SPLIT_MODES:
+        raise ConfigError(
+            f"{reader.origin}: split.mode must be one of {', '.join(SPLIT_MODES)} (received {mode!r})"
+        )
+    fractions = default.fractions
+    if "fractions" in section:
+        given = reader.mapping(section["fractions"], "split.fractions")
+        reader.known(given, "split.fractions", SPLITS)
+        missing = [name for name in SPLITS if name not in given]
+        if missing:
+            raise ConfigError(
+                f"{reader.origin}: split.fractions is missing {', '.join(missing)}; "
+                f"give train, val and test (0 is allowed)"
+            )
+        fractions = tuple(  # type: ignore[assignment]
+            reader.number(given, f"split.fractions.{name}", 0.0, minimum=0.0) for name in SPLITS
+        )
+    total = math.fsum(fractions)
+    if not math.isclose(total, 1.0, abs_tol=1e-9):
+        shown = " + ".join(f"{value:g}" for value in fractions)
+        raise ConfigError(
+            f"{reader.origin}: split.fractions must sum to 1 (received {shown} = {total:g})"
+        )
+    if fractions[0] == 0:
+        raise ConfigError(f"{reader.origin}: split.fractions.train must be above 0 (received 0)")
+    block_size = reader.integer(section, "split.block_size", default.block_size, minimum=1)
+    return SplitParams(mode=mode, fractions=fractions, block_size=block_size)
+
+
+def _shards(reader: _Reader, raw: object) -> ShardParams:
+    section = reader.mapping(raw, "shards")
+    reader.known(section, "shards", ("target_patches", "chunk_patches", "compression", "level"))
+    default = ShardParams()
+    target = reader.integer(section, "shards.target_patches", default.target_patches, minimum=1)
+    chunk = reader.integer(section, "shards.chunk_patches", default.chunk_patches, minimum=1)
+    compression = reader.string(section, "shards.compression", default.compression)
+    if compression not in COMPRESSIONS:
+        raise ConfigError(
+            f"{reader.origin}: shards.compression must be one of {', '.join(COMPRESSIONS)} "
+            f"(received {compression!r})"
+        )
+    level_range = {"zstd": (1, 22), "gzip": (0, 9), "none": (0, 0)}[compression]
+    level = reader.integer(section, "shards.level", min(default.level, level_range[1]))
+    if not level_range[0] <= level <= level_range[1]:
+        raise ConfigError(
+            f"{reader.origin}: shards.level for {compression} must be between "
+            f"{level_range[0]} and {level_range[1]} (received {level})"
+        )
+    return ShardParams(
+        target_patches=target, chunk_patches=chunk, compression=compression, level=level
+    )
+
+
+def _train(reader: _Reader, raw: object) -> TrainParams:
+    section = reader.mapping(raw, "train")
+    reader.known(section, "train", ("mixed_precision", "jit_compile", "loader_workers", *MODELS))
+    default = TrainParams()
+    models = {}
+    for name in MODELS:
+        sub = reader.mapping(section.get(name, {}), f"train.{name}")
+        reader.known(sub, f"train.{name}", ("epochs", "batch_size", "learning_rate", "patience"))
+        base = ModelParams()
+        models[name] = ModelParams(
+            epochs=reader.integer(sub, f"train.{name}.epochs", base.epochs, minimum=1),
+            batch_size=reader.integer(sub, f"train.{name}.batch_size", base.batch_size, minimum=1),
+            learning_rate=reader.number(
+                sub, f"train.{name}.learning_rate", base.learning_rate, positive=True
+            ),
+            patience=reader.integer(sub, f"train.{name}.patience", base.patience, minimum=0),
+        )
+    return TrainParams(
+        mixed_precision=reader.boolean(section, "train.mixed_precision", default.mixed_precision),
+        jit_compile=reader.boolean(section, "train.jit_compile", default.jit_compile),
+        loader_workers=reader.integer(
+            section, "train.loader_workers", default.loader_workers, minimum=0
+        ),
+        models=models,
+    )
+
+
+class _Reader:
+    """Typed access to a parsed YAML mapping, with errors that name the key and the value."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def _fail(self, key: str, expected: str, value: object) -> ConfigError:
+        return ConfigError(f"{self.origin}: {key} must be {expected} (received {value!r})")
+
+    def mapping(self, value: object, key: str) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self._fail(key or "the top level", "a mapping of keys to values", value)
+        return dict(value)
+
+    def known(self, section: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> None:
+        for name in sorted(map(str, section)):
+            if name not in allowed:
+                where = f"{key}.{name}" if key else name
+                raise ConfigError(
+                    f"{self.origin}: unknown key {where!r}; known keys here: {', '.join(allowed)}"
+                )
+
+    def string(self, section: Mapping[str, Any], key: str, default: str) -> str:
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, str) or not value:
+            raise self._fail(key, "a non-empty string", value)
+        return value
+
+    def boolean(self, section: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(value, bool):
+            raise self._fail(key, "true or false", value)
+        return value
+
+    def integer(
+        self, section: Mapping[str, Any], key: str, default: int, minimum: int | None = None
+    ) -> int:
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(key, "an integer", value)
+        if minimum is not None and value < minimum:
+            raise self._fail(key, f"at least {minimum}", value)
+        return value
+
+    def optional_integer(
+        self, section: Mapping[str, Any], key: str, default: int | None
+    ) -> int | None:
+        name = key.rsplit(".", 1)[-1]
+        if section.get(name, default) is None:
+            return None
+        return self.integer(section, key, 0, minimum=1)
+
+    def number(
+        self,
+        section: Mapping[str, Any],
+        key: str,
+        default: float,
+        minimum: float | None = None,
+        positive: bool = False,
+    ) -> float:
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self._fail(key, "a number", value)
+        if minimum is not None and value < minimum:
+            raise self._fail(key, f"at least {minimum:g}", value)
+        if positive and value <= 0:
+            raise self._fail(key, "above 0", value)
+        return float(value)
