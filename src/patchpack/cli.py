@@ -1,0 +1,142 @@
+"""``patchpack VERB``: a thin edge. Each verb parses its arguments, loads params once and calls the core.
+
+Exit codes: 0 success, 1 verification failed, 2 bad input or configuration. Errors print as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from patchpack.errors import PatchpackError
+from patchpack.params import MODELS, Params, load_params
+
+DEFAULT_DATA = Path("data/patches")
+
+
+def _params(args: argparse.Namespace) -> Params:
+    return load_params(args.params, source_dir=getattr(args, "source", None))
+
+
+def cmd_sources(args: argparse.Namespace) -> int:
+    from patchpack.sources import export_demo
+
+    written = export_demo(Path(args.out))
+    print(f"wrote {len(written)} demo images to {args.out}")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from patchpack.extract import extract
+
+    manifest = extract(_params(args), out=Path(args.out), workers=args.workers)
+    print(
+        f"wrote {len(manifest['shards'])} shards, "
+        f"{sum(s['patches'] for s in manifest['shards'])} patches to {args.out} "
+        f"(fingerprint {manifest['fingerprint'][:16]})"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from patchpack.verify import verify, verify_rebuild
+
+    if args.rebuild:
+        report = verify_rebuild(Path(args.data), _params(args), workers=args.workers)
+    else:
+        report = verify(Path(args.data), allow_container_diff=args.pixels_only)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from patchpack.verify import info
+
+    print(info(Path(args.data)))
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from patchpack.preview import contact_sheet
+
+    path = contact_sheet(Path(args.data), Path(args.out), per_cell=args.per_class)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patchpack",
+        description="Reproducible image-patch datasets in HDF5 shards, shared with DVC.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=text, description=text)
+        sub.set_defaults(func=func)
+        return sub
+
+    def with_params(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+    sub = verb("sources", cmd_sources, "export the built-in demo photographs, one folder per class")
+    sub.add_argument("--out", default="data/demo", help="folder to write (default: data/demo)")
+
+    sub = verb("extract", cmd_extract, "extract seeded patches into HDF5 shards and a manifest")
+    with_params(sub)
+    sub.add_argument("--source", help="image folder, one subfolder per class (overrides source.dir)")
+    sub.add_argument("--out", default=str(DEFAULT_DATA), help="dataset folder (default: data/patches)")
+    sub.add_argument("--workers", type=_positive_int, default=1, help="processes writing shards")
+
+    sub = verb("verify", cmd_verify, "check every shard against the manifest and audit split leakage")
+    with_params(sub)
+    sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
+    sub.add_argument("--rebuild", action="store_true", help="regenerate into a temporary folder and compare")
+    sub.add_argument("--source", help="image folder for --rebuild (overrides source.dir)")
+    sub.add_argument("--workers", type=_positive_int, default=1, help="processes for --rebuild")
+    sub.add_argument(
+        "--pixels-only",
+        action="store_true",
+        help="accept shards whose pixels match but whose file bytes differ (other HDF5/zstd build)",
+    )
+
+    sub = verb("info", cmd_info, "counts per split and class, bytes on disk, compression, fingerprint")
+    sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
+
+    sub = verb("preview", cmd_preview, "write a PNG contact sheet of sample patches per class and split")
+    sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
+    sub.add_argument("--out", default="preview.png", help="PNG to write (default: preview.png)")
+    sub.add_argument("--per-class", type=_positive_int, default=8, help="patches per class and split")
+
+    _ = MODELS  # train/evaluate verbs are registered below
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PatchpackError as exc:
+        print(f"patchpack {args.verb}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"patchpack {args.verb}: interrupted; nothing incomplete was left at a final path", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
