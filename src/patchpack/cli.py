@@ -73,27 +73,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, func: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+    def verb(
+        name: str, func: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=text, description=text)
         sub.set_defaults(func=func)
         return sub
 
     def with_params(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        sub.add_argument(
+            "--params", default="params.yaml", help="params file (default: params.yaml)"
+        )
 
     sub = verb("sources", cmd_sources, "export the built-in demo photographs, one folder per class")
     sub.add_argument("--out", default="data/demo", help="folder to write (default: data/demo)")
 
     sub = verb("extract", cmd_extract, "extract seeded patches into HDF5 shards and a manifest")
     with_params(sub)
-    sub.add_argument("--source", help="image folder, one subfolder per class (overrides source.dir)")
-    sub.add_argument("--out", default=str(DEFAULT_DATA), help="dataset folder (default: data/patches)")
+    sub.add_argument(
+        "--source", help="image folder, one subfolder per class (overrides source.dir)"
+    )
+    sub.add_argument(
+        "--out", default=str(DEFAULT_DATA), help="dataset folder (default: data/patches)"
+    )
     sub.add_argument("--workers", type=_positive_int, default=1, help="processes writing shards")
 
-    sub = verb("verify", cmd_verify, "check every shard against the manifest and audit split leakage")
+    sub = verb(
+        "verify", cmd_verify, "check every shard against the manifest and audit split leakage"
+    )
     with_params(sub)
     sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
-    sub.add_argument("--rebuild", action="store_true", help="regenerate into a temporary folder and compare")
+    sub.add_argument(
+        "--rebuild", action="store_true", help="regenerate into a temporary folder and compare"
+    )
     sub.add_argument("--source", help="image folder for --rebuild (overrides source.dir)")
     sub.add_argument("--workers", type=_positive_int, default=1, help="processes for --rebuild")
     sub.add_argument(
@@ -102,13 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept shards whose pixels match but whose file bytes differ (other HDF5/zstd build)",
     )
 
-    sub = verb("info", cmd_info, "counts per split and class, bytes on disk, compression, fingerprint")
+    sub = verb(
+        "info", cmd_info, "counts per split and class, bytes on disk, compression, fingerprint"
+    )
     sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
 
-    sub = verb("preview", cmd_preview, "write a PNG contact sheet of sample patches per class and split")
+    sub = verb(
+        "preview", cmd_preview, "write a PNG contact sheet of sample patches per class and split"
+    )
     sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
     sub.add_argument("--out", default="preview.png", help="PNG to write (default: preview.png)")
-    sub.add_argument("--per-class", type=_positive_int, default=8, help="patches per class and split")
+    sub.add_argument(
+        "--per-class", type=_positive_int, default=8, help="patches per class and split"
+    )
 
     _ = MODELS  # train/evaluate verbs are registered below
     return parser
@@ -118,7 +136,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, received {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {value}")
     return value
@@ -133,7 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"patchpack {args.verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"patchpack {args.verb}: interrupted; nothing incomplete was left at a final path", file=sys.stderr)
+        print(
+            f"patchpack {args.verb}: interrupted; nothing incomplete was left at a final path",
+            file=sys.stderr,
+        )
         return 130
     return code
 

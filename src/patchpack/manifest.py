@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,9 @@ def load_manifest(folder: str | Path) -> Manifest:
             f"run `patchpack extract` (or `dvc pull` / `dvc repro`)"
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"{path}: unreadable manifest ({exc}); regenerate with `dvc repro`") from exc
+        raise IntegrityError(
+            f"{path}: unreadable manifest ({exc}); regenerate with `dvc repro`"
+        ) from exc
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if version != FORMAT_VERSION:
         raise IntegrityError(
@@ -122,12 +124,12 @@ def load_manifest(folder: str | Path) -> Manifest:
     return Manifest(folder=folder, raw=raw)
 
 
-def fingerprint(class_names: list[str], shards: list[Mapping[str, Any]]) -> str:
+def fingerprint(class_names: list[str], shards: Sequence[Mapping[str, Any]]) -> str:
     """The dataset's identity: sha256 over class names and each shard's path, count and content hash.
 
     It depends on pixels and provenance only, not on compression or the HDF5 container's bytes.
     """
-    lines = [FORMAT_VERSION, class_names]
+    lines: list[Any] = [FORMAT_VERSION, class_names]
     lines += [[s["path"], s["patches"], s["content_sha256"]] for s in shards]
     return hashlib.sha256(canonical_json(lines).encode()).hexdigest()
 

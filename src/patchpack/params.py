@@ -89,9 +89,7 @@ class TrainParams:
 
     def model(self, name: str) -> ModelParams:
         if name not in self.models:
-            raise ConfigError(
-                f"unknown model {name!r}: choose one of {', '.join(MODELS)}"
-            )
+            raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
         return self.models[name]
 
 
@@ -359,7 +357,11 @@ class _Reader:
         positive: bool = False,
     ) -> float:
         value = section.get(key.rsplit(".", 1)[-1], default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise self._fail(key, "a number", value)
         if minimum is not None and value < minimum:
             raise self._fail(key, f"at least {minimum:g}", value)

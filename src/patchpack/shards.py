@@ -108,7 +108,9 @@ class ShardData:
             digest = hashlib.blake2b(digest_size=8)
             digest.update(self.images[row].tobytes())
             digest.update(f"|{self.labels[row]}|{self.source_of(row)}|".encode())
-            digest.update(f"{self.patch_index[row]}|{self.coords[row, 0]}|{self.coords[row, 1]}".encode())
+            digest.update(
+                f"{self.patch_index[row]}|{self.coords[row, 0]}|{self.coords[row, 1]}".encode()
+            )
             digests.append(digest.hexdigest())
         return digests
 
@@ -141,9 +143,7 @@ def write_shard(
                 "images", data=data.images, chunks=chunks, track_times=False, **options
             )
             h5.create_dataset("labels", data=data.labels, track_times=False)
-            h5.create_dataset(
-                "sources", data=list(data.sources), dtype=_STRING, track_times=False
-            )
+            h5.create_dataset("sources", data=list(data.sources), dtype=_STRING, track_times=False)
             h5.create_dataset("source_index", data=data.source_index, track_times=False)
             h5.create_dataset("patch_index", data=data.patch_index, track_times=False)
             h5.create_dataset("coords", data=data.coords, track_times=False)
@@ -191,7 +191,9 @@ class ShardReader:
             self._images = self._h5["images"]
             self._labels = self._h5["labels"][()]
         except (OSError, KeyError) as exc:
-            raise IntegrityError(f"{self.path}: unreadable shard ({exc}); run patchpack verify") from exc
+            raise IntegrityError(
+                f"{self.path}: unreadable shard ({exc}); run patchpack verify"
+            ) from exc
         self.class_names: list[str] = json.loads(self._h5.attrs["class_names"])
 
     def __len__(self) -> int:

@@ -1,0 +1,271 @@
+"""The extract stage: catalog -> plan -> shards written in parallel -> manifest -> atomic swap.
+
+Atomicity and resumption: everything is built in a staging folder beside the output,
+``.<out>.partial-<plan digest>``. Shards appear there under their final names only when complete; the
+manifest is written last; then the staging folder replaces the output in one rename. A run killed at
+any point leaves the previous output untouched (or no output, which ``verify`` rejects), and the next
+run with the same plan reuses the complete shards it finds in staging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import patchpack
+from patchpack.errors import IntegrityError, SourceError
+from patchpack.manifest import (
+    MANIFEST_NAME,
+    canonical_json,
+    environment,
+    fingerprint,
+    write_json_atomic,
+)
+from patchpack.params import SPLITS, Params
+from patchpack.plan import ImagePlan, ShardSpec, cut_shards, plan_images, sample_image, split_counts
+from patchpack.shards import (
+    FORMAT_VERSION,
+    SHARD_GLOB,
+    ShardData,
+    file_sha256,
+    read_shard,
+    write_shard,
+)
+from patchpack.sources import SourceImage, catalog, load_pixels
+
+# Modules whose code decides the bytes of a dataset: a change to any of them invalidates staged shards.
+_BYTE_MODULES = ("extract.py", "plan.py", "shards.py", "sources.py", "manifest.py")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one worker needs to write one shard: picklable, small."""
+
+    spec: ShardSpec
+    plans: Mapping[int, ImagePlan]
+    params: Params
+    class_names: tuple[str, ...]
+    staging: Path
+
+
+def extract(params: Params, *, out: Path, workers: int = 1) -> dict[str, Any]:
+    """Extract the dataset that ``params`` describes into ``out`` and return its manifest.
+
+    Raises
+    ------
+    ConfigError, SourceError
+        For bad params or sources; nothing is written at ``out``.
+    """
+    out = Path(out)
+    _check_replaceable(out)
+    class_names, sources = catalog(params.source.dir, max_megapixels=params.source.max_megapixels)
+    plans = plan_images(sources, seed=params.seed, extract=params.extract, split=params.split)
+    counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
+    specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
+    digest = plan_digest(params, class_names, sources)
+    staging = out.with_name(f".{out.name}.partial-{digest[:16]}")
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        if stale != staging:
+            shutil.rmtree(stale, ignore_errors=True)
+    jobs = [
+        Job(
+            spec=spec,
+            plans={piece.image: plans[piece.image] for piece in spec.pieces},
+            params=params,
+            class_names=tuple(class_names),
+            staging=staging,
+        )
+        for spec in specs
+    ]
+    entries = list(
+        tqdm(
+            _run(jobs, workers),
+            total=len(jobs),
+            desc="extract",
+            unit="shard",
+            disable=not sys.stderr.isatty(),
+        )
+    )
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "patchpack": patchpack.__version__,
+        "class_names": class_names,
+        "params": params.dataset_dict(),
+        "sources": [source.record() for source in sources],
+        "counts": _counts(sources, counts, class_names),
+        "shards": entries,
+        "fingerprint": fingerprint(class_names, entries),
+        "environment": environment(),
+    }
+    _remove_strays(staging, {entry["path"] for entry in entries})
+    write_json_atomic(staging / MANIFEST_NAME, manifest)
+    _swap(staging, out)
+    return manifest
+
+
+def plan_digest(params: Params, class_names: list[str], sources: list[SourceImage]) -> str:
+    """Identity of a run's intended output: params, sources, format and the byte-deciding code."""
+    digest = hashlib.sha256()
+    digest.update(canonical_json([FORMAT_VERSION, params.dataset_dict(), class_names]).encode())
+    digest.update(canonical_json([source.record() for source in sources]).encode())
+    package = Path(__file__).parent
+    for name in _BYTE_MODULES:
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _run(jobs: list[Job], workers: int) -> Iterator[dict[str, Any]]:
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(write_job, jobs)
+        return
+    # spawn, not fork: forked children would inherit HDF5's library state from the parent
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap(write_job, jobs, chunksize=1)
+
+
+def write_job(job: Job) -> dict[str, Any]:
+    """Write (or reuse, when a complete one is staged) one shard; return its manifest entry."""
+    path = job.staging / job.spec.path
+    if path.exists():
+        try:
+            data = read_shard(path)
+        except IntegrityError:
+            path.unlink()
+        else:
+            if len(data) == job.spec.patches:
+                return _entry(job.spec, path, data)
+            path.unlink()
+    data = build_shard(job)
+    shards = job.params.shards
+    write_shard(
+        path,
+        data,
+        chunk_patches=shards.chunk_patches,
+        compression=shards.compression,
+        level=shards.level,
+    )
+    return _entry(job.spec, path, data)
+
+
+def build_shard(job: Job) -> ShardData:
+    """Read the pixels of one shard's sources and cut its patches, in canonical row order."""
+    params = job.params
+    size = params.extract.patch_size
+    split = job.spec.split
+    sources: list[str] = []
+    images, labels, source_index, patch_index, coords = [], [], [], [], []
+    for piece in job.spec.pieces:
+        plan = job.plans[piece.image]
+        pixels = load_pixels(plan.source, params.source.channels, params.source.max_megapixels)
+        index, xy = sample_image(
+            plan,
+            seed=params.seed,
+            extract=params.extract,
+            split=params.split,
+            pixels=pixels,
+            only=split,
+        )[split]
+        index, xy = index[piece.start : piece.stop], xy[piece.start : piece.stop]
+        windows = np.lib.stride_tricks.sliding_window_view(pixels, (size, size), axis=(0, 1))
+        images.append(windows[xy[:, 0], xy[:, 1]].transpose(0, 2, 3, 1))
+        if not sources or sources[-1] != plan.source.id:
+            sources.append(plan.source.id)
+        n = len(index)
+        labels.append(np.full(n, plan.source.label, np.int32))
+        source_index.append(np.full(n, len(sources) - 1, np.int32))
+        patch_index.append(index)
+        coords.append(xy)
+    return ShardData(
+        images=np.ascontiguousarray(np.concatenate(images), dtype=np.uint8),
+        labels=np.concatenate(labels),
+        sources=tuple(sources),
+        source_index=np.concatenate(source_index),
+        patch_index=np.concatenate(patch_index).astype(np.int32),
+        coords=np.concatenate(coords).astype(np.int32),
+        attrs={
+            "channels": params.source.channels,
+            "class_names": canonical_json(list(job.class_names)).strip(),
+            "format_version": FORMAT_VERSION,
+            "patch_size": size,
+            "split": split,
+        },
+    )
+
+
+def _entry(spec: ShardSpec, path: Path, data: ShardData) -> dict[str, Any]:
+    return {
+        "path": spec.path,
+        "split": spec.split,
+        "patches": len(data),
+        "sha256": file_sha256(path),
+        "content_sha256": data.content_sha256(),
+        "patch_digests": "".join(data.patch_digests()),
+    }
+
+
+def _counts(
+    sources: list[SourceImage], counts: list[dict[str, int]], class_names: list[str]
+) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = {}
+    for name in SPLITS:
+        per_class = dict.fromkeys(class_names, 0)
+        for source, per_split in zip(sources, counts, strict=True):
+            per_class[source.class_name] += per_split[name]
+        result[name] = {"total": sum(per_class.values()), "per_class": per_class}
+    return result
+
+
+def _is_dataset_file(relative: Path) -> bool:
+    parts = relative.parts
+    if parts == (MANIFEST_NAME,):
+        return True
+    if len(parts) == 1 and parts[0] in SPLITS:
+        return True
+    return (
+        len(parts) == 2
+        and parts[0] in SPLITS
+        and (relative.match(SHARD_GLOB) or parts[1].startswith(".shard-"))
+    )
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a folder that holds anything but a patchpack dataset: never lose user data."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SourceError(f"{out}: output exists and is not a folder; choose another --out")
+    for path in sorted(out.rglob("*")):
+        if not _is_dataset_file(path.relative_to(out)):
+            raise SourceError(
+                f"{out}: output folder holds {path.relative_to(out)}, which is not part of a "
+                f"patchpack dataset; choose an empty or new --out folder"
+            )
+
+
+def _remove_strays(staging: Path, keep: set[str]) -> None:
+    for path in sorted(staging.rglob("*")):
+        if path.is_file() and path.relative_to(staging).as_posix() not in keep:
+            path.unlink()
+
+
+def _swap(staging: Path, out: Path) -> None:
+    """Put the complete staging folder at ``out``; the old output is removed only after."""
+    trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        (out / MANIFEST_NAME).unlink(
+            missing_ok=True
+        )  # the old dataset is no longer claimed complete
+        os.replace(out, trash)
+    os.replace(staging, out)
+    shutil.rmtree(trash, ignore_errors=True)

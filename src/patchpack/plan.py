@@ -1,0 +1,410 @@
+"""Split assignment, seeded patch coordinates and shard boundaries: pure functions, no file I/O.
+
+Randomness is derived per image from ``(seed, stream, id_hash)``, where ``id_hash`` comes from sha256 of
+the image's id, so an image's patches never depend on which other images are present, on the order
+files are listed, on worker count or on ``PYTHONHASHSEED``.
+
+Split modes
+-----------
+``image``
+    Within each class, images are ordered by a seeded hash of their id and cut by the fractions
+    (largest remainder). An image belongs to one split. Adding an image moves at most one image per
+    boundary of its own class.
+``region``
+    Each image is cut into a grid of blocks of about ``block_size`` pixels; blocks are assigned to
+    splits in proportion to the fractions, and a patch lies inside one block. No pixel is in two splits,
+    so even a single large image yields honest train/val/test sets.
+``patch``
+    Every patch is assigned independently. Patches of different splits can overlap: leaky by design,
+    for comparison only.
+
+Shard boundaries
+----------------
+Rows of a split are ordered by (source id, patch index). A shard closes after an image when a hash of
+the image's id falls below ``n_patches / target_patches`` (content-defined, as in rsync), or before an
+image that would push it past twice the target. Adding an image therefore changes the shard it lands in
+(and at most its neighbour), not every shard after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from patchpack.errors import ConfigError, SourceError
+from patchpack.params import SPLITS, ExtractParams, SplitParams
+from patchpack.sources import SourceImage
+
+STREAM_SPLIT = 1
+STREAM_BLOCKS = 2
+STREAM_PATCHES = 3
+DRAW_BATCH = 256  # candidates drawn per generator call; fixed so prefixes of the stream are stable
+
+
+def id_hash(text: str) -> int:
+    """A 63-bit integer from sha256 of ``text``: stable across processes and Python versions."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def image_rng(seed: int, stream: int, source_id: str, *extra: int) -> np.random.Generator:
+    """The generator for one image and one purpose, independent of every other image."""
+    return np.random.default_rng([seed, stream, id_hash(source_id), *extra])
+
+
+def largest_remainder(total: int, weights: Sequence[float]) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights`` (Hamilton's method, ties by position)."""
+    weight_sum = float(sum(weights))
+    if total == 0 or weight_sum == 0:
+        return [0] * len(weights)
+    exact = [total * w / weight_sum for w in weights]
+    counts = [int(value) for value in exact]
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A rectangle of an image, rows ``y0:y1`` and columns ``x0:x1``."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Patches to draw from one image into one split: ``count`` patches inside ``rects``.
+
+    ``first_index`` numbers the patches (the image's patch indices are unique across splits); ``stream``
+    selects the generator, so each (image, split) has its own prefix-stable sequence of candidates.
+    """
+
+    split: str
+    count: int
+    first_index: int
+    rects: tuple[Rect, ...]
+    stream: int
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """Everything decided about one source before its pixels are read."""
+
+    source: SourceImage
+    draws: tuple[Draw, ...]
+
+    def count(self, split: str) -> int:
+        return sum(draw.count for draw in self.draws if draw.split == split)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``start:stop`` of one image's patches in one split (positions within that split)."""
+
+    image: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One shard to write: its split, its number within the split and the pieces it holds, in order."""
+
+    split: str
+    index: int
+    pieces: tuple[Piece, ...]
+
+    @property
+    def path(self) -> str:
+        return f"{self.split}/shard-{self.index:05d}.h5"
+
+    @property
+    def patches(self) -> int:
+        return sum(piece.stop - piece.start for piece in self.pieces)
+
+
+def plan_images(
+    sources: Sequence[SourceImage],
+    *,
+    seed: int,
+    extract: ExtractParams,
+    split: SplitParams,
+) -> list[ImagePlan]:
+    """Decide, for each source, how many patches go to which split and from which region.
+
+    Raises
+    ------
+    ConfigError
+        When ``split.block_size`` is below ``extract.patch_size`` in region mode.
+    SourceError
+        When an image is smaller than a patch (or than a block in region mode).
+    """
+    size = extract.patch_size
+    if split.mode == "region" and split.block_size < size:
+        raise ConfigError(
+            f"split.block_size ({split.block_size}) must be at least extract.patch_size ({size}) "
+            f"in region mode: a patch must fit inside one block"
+        )
+    for source in sources:
+        smallest = split.block_size if split.mode == "region" else size
+        if min(source.width, source.height) < smallest:
+            what = "split.block_size" if split.mode == "region" else "extract.patch_size"
+            raise SourceError(
+                f"{source.path}: image is {source.width}x{source.height}, smaller than "
+                f"{what}={smallest}; remove it or lower {what}"
+            )
+    counts = _per_image_counts(sources, extract)
+    image_splits = (
+        _image_splits(sources, seed=seed, fractions=split.fractions)
+        if split.mode == "image"
+        else {}
+    )
+    plans = []
+    for source, total in zip(sources, counts, strict=True):
+        whole = (Rect(0, source.height, 0, source.width),)
+        if split.mode == "image":
+            draws: tuple[Draw, ...] = (Draw(image_splits[source.id], total, 0, whole, 0),)
+        elif split.mode == "patch":
+            draws = (Draw("*", total, 0, whole, 0),)
+        else:
+            draws = _region_draws(source, total, seed=seed, split=split)
+        plans.append(ImagePlan(source=source, draws=draws))
+    return plans
+
+
+def _per_image_counts(sources: Sequence[SourceImage], extract: ExtractParams) -> list[int]:
+    if extract.per_image is not None:
+        return [extract.per_image] * len(sources)
+    assert extract.per_class is not None  # params.py guarantees exactly one is set
+    counts = [0] * len(sources)
+    for label in sorted({source.label for source in sources}):
+        members = [i for i, source in enumerate(sources) if source.label == label]
+        shares = largest_remainder(extract.per_class, [1.0] * len(members))
+        for i, share in zip(members, shares, strict=True):
+            counts[i] = share
+    return counts
+
+
+def _image_splits(
+    sources: Sequence[SourceImage], *, seed: int, fractions: Sequence[float]
+) -> dict[str, str]:
+    assignment: dict[str, str] = {}
+    for label in sorted({source.label for source in sources}):
+        members = sorted(
+            (source.id for source in sources if source.label == label),
+            key=lambda source_id: (id_hash(f"{seed}:{STREAM_SPLIT}:{source_id}"), source_id),
+        )
+        counts = largest_remainder(len(members), fractions)
+        names = [name for name, count in zip(SPLITS, counts, strict=True) for _ in range(count)]
+        assignment.update(zip(members, names, strict=True))
+    return assignment
+
+
+def block_grid(height: int, width: int, block_size: int) -> list[Rect]:
+    """Cut an image into ``(height // block_size) x (width // block_size)`` near-equal blocks, row-major."""
+    rows, cols = max(1, height // block_size), max(1, width // block_size)
+    ys = [round(i * height / rows) for i in range(rows + 1)]
+    xs = [round(j * width / cols) for j in range(cols + 1)]
+    return [Rect(ys[i], ys[i + 1], xs[j], xs[j + 1]) for i in range(rows) for j in range(cols)]
+
+
+def region_splits(source: SourceImage, *, seed: int, split: SplitParams) -> dict[str, list[Rect]]:
+    """The blocks of ``source`` that belong to each split (seeded, per image)."""
+    blocks = block_grid(source.height, source.width, split.block_size)
+    order = image_rng(seed, STREAM_BLOCKS, source.id).permutation(len(blocks))
+    counts = largest_remainder(len(blocks), split.fractions)
+    assigned: dict[str, list[Rect]] = {}
+    start = 0
+    for name, count in zip(SPLITS, counts, strict=True):
+        assigned[name] = [blocks[i] for i in sorted(order[start : start + count])]
+        start += count
+    return assigned
+
+
+def _region_draws(
+    source: SourceImage, total: int, *, seed: int, split: SplitParams
+) -> tuple[Draw, ...]:
+    regions = region_splits(source, seed=seed, split=split)
+    weights = [
+        fraction if regions[name] else 0.0
+        for name, fraction in zip(SPLITS, split.fractions, strict=True)
+    ]
+    counts = largest_remainder(total, weights)
+    draws, first = [], 0
+    for stream, (name, count) in enumerate(zip(SPLITS, counts, strict=True), start=1):
+        if count:
+            draws.append(Draw(name, count, first, tuple(regions[name]), stream))
+        first += count
+    return tuple(draws)
+
+
+def draw_coords(
+    plan: ImagePlan,
+    draw: Draw,
+    *,
+    seed: int,
+    patch_size: int,
+    pixels: np.ndarray | None = None,
+    min_std: float = 0.0,
+    max_tries: int = 50,
+) -> np.ndarray:
+    """Top-left corners of ``draw.count`` patches inside ``draw.rects``, drawn from the image's stream.
+
+    Candidates are drawn in fixed batches, so the first ``k`` coordinates are the same whatever
+    ``count`` is. With ``min_std > 0`` a candidate whose pixel standard deviation is below ``min_std``
+    is skipped (this needs ``pixels``).
+
+    Returns
+    -------
+    coords : ndarray of shape (count, 2), int32, (y, x)
+
+    Raises
+    ------
+    SourceError
+        When fewer than ``count`` candidates pass ``min_std`` within ``count * max_tries`` draws.
+    """
+    rng = image_rng(seed, STREAM_PATCHES, plan.source.id, draw.stream)
+    rects = draw.rects
+    spans = np.array([[r.y0, r.y1 - patch_size + 1, r.x0, r.x1 - patch_size + 1] for r in rects])
+    weights = (spans[:, 1] - spans[:, 0]).astype(np.float64) * (spans[:, 3] - spans[:, 2])
+    weights /= weights.sum()
+    check = min_std > 0
+    if check and pixels is None:
+        raise ValueError("pixels are required when min_std > 0")
+    windows = _windows(pixels, patch_size) if check and pixels is not None else None
+    accepted: list[np.ndarray] = []
+    found, tried, budget = 0, 0, draw.count * max_tries
+    while found < draw.count:
+        if tried >= budget:
+            raise SourceError(
+                f"{plan.source.path}: only {found} of {draw.count} {draw.split} patches have pixel "
+                f"std >= extract.min_std={min_std:g} after {tried} tries; lower extract.min_std or "
+                f"the patch count, or remove the image"
+            )
+        which = rng.choice(len(rects), size=DRAW_BATCH, p=weights)
+        low_y, high_y = spans[which, 0], spans[which, 1]
+        low_x, high_x = spans[which, 2], spans[which, 3]
+        ys = low_y + (rng.random(DRAW_BATCH) * (high_y - low_y)).astype(np.int64)
+        xs = low_x + (rng.random(DRAW_BATCH) * (high_x - low_x)).astype(np.int64)
+        room = min(DRAW_BATCH, budget - tried)
+        ys, xs = ys[:room], xs[:room]
+        if windows is not None:
+            keep = windows[ys, xs].reshape(room, -1).std(axis=1) >= min_std
+            ys, xs = ys[keep], xs[keep]
+        tried += room
+        take = min(len(ys), draw.count - found)
+        accepted.append(np.stack([ys[:take], xs[:take]], axis=1))
+        found += take
+    return np.concatenate(accepted).astype(np.int32)
+
+
+def _windows(pixels: np.ndarray | None, patch_size: int) -> np.ndarray:
+    assert pixels is not None
+    return np.lib.stride_tricks.sliding_window_view(pixels, (patch_size, patch_size), axis=(0, 1))
+
+
+def patch_splits(plan: ImagePlan, *, seed: int, fractions: Sequence[float]) -> np.ndarray:
+    """Patch mode: the split of each of the image's patches, a seeded permutation of exact counts."""
+    total = plan.draws[0].count
+    counts = largest_remainder(total, fractions)
+    labels = np.repeat(np.arange(len(SPLITS)), counts)
+    return image_rng(seed, STREAM_SPLIT, plan.source.id).permutation(labels)
+
+
+def split_counts(
+    plans: Sequence[ImagePlan], *, mode: str, fractions: Sequence[float]
+) -> list[dict[str, int]]:
+    """Per image, how many of its patches land in each split."""
+    result = []
+    for plan in plans:
+        if mode == "patch":
+            counts = largest_remainder(plan.draws[0].count, fractions)
+            result.append(dict(zip(SPLITS, counts, strict=True)))
+        else:
+            result.append({name: plan.count(name) for name in SPLITS})
+    return result
+
+
+def cut_shards(
+    counts: Sequence[dict[str, int]], ids: Sequence[str], *, target: int
+) -> list[ShardSpec]:
+    """Group each split's rows into shards at content-defined boundaries between images."""
+    specs = []
+    for name in SPLITS:
+        groups = _cut_split([c[name] for c in counts], ids, split=name, target=target)
+        specs += [ShardSpec(split=name, index=i, pieces=group) for i, group in enumerate(groups)]
+    return specs
+
+
+def _cut_split(
+    counts: Sequence[int], ids: Sequence[str], *, split: str, target: int
+) -> list[tuple[Piece, ...]]:
+    cap = 2 * target
+    groups: list[tuple[Piece, ...]] = []
+    pieces: list[Piece] = []
+    filled = 0
+    for image, (source_id, n) in enumerate(zip(ids, counts, strict=True)):
+        for start in range(0, n, cap):
+            stop = min(n, start + cap)
+            if filled and filled + stop - start > cap:
+                groups.append(tuple(pieces))
+                pieces, filled = [], 0
+            pieces.append(Piece(image, start, stop))
+            filled += stop - start
+        if n and _closes(source_id, split, n, target):
+            groups.append(tuple(pieces))
+            pieces, filled = [], 0
+    if pieces:
+        groups.append(tuple(pieces))
+    return groups
+
+
+def _closes(source_id: str, split: str, n: int, target: int) -> bool:
+    u = id_hash(f"shard-boundary:{split}:{source_id}") / 2**63
+    return u < n / target
+
+
+def sample_image(
+    plan: ImagePlan,
+    *,
+    seed: int,
+    extract: ExtractParams,
+    split: SplitParams,
+    pixels: np.ndarray | None = None,
+    only: str | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every patch of one image, by split: ``{split: (patch_index, coords)}`` in patch-index order.
+
+    ``only`` restricts the work to one split (the others are left out of the result).
+
+    ``patch_index`` is an int32 array of shape (n,), ``coords`` an int32 array of shape (n, 2).
+    ``pixels`` (shape (height, width, channels)) is needed only when ``extract.min_std > 0``.
+    """
+    rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for draw in plan.draws:
+        if only is not None and draw.split not in (only, "*"):
+            continue
+        coords = draw_coords(
+            plan,
+            draw,
+            seed=seed,
+            patch_size=extract.patch_size,
+            pixels=pixels,
+            min_std=extract.min_std,
+            max_tries=extract.max_tries,
+        )
+        index = np.arange(draw.first_index, draw.first_index + draw.count, dtype=np.int32)
+        if draw.split != "*":
+            rows[draw.split] = (index, coords)
+            continue
+        labels = patch_splits(plan, seed=seed, fractions=split.fractions)
+        for number, name in enumerate(SPLITS):
+            chosen = labels == number
+            rows[name] = (index[chosen], coords[chosen])
+    return {name: rows[name] for name in SPLITS if name in rows and len(rows[name][0])}

@@ -1,0 +1,78 @@
+"""Contact sheets: a PNG of sample patches per class (rows) and split (column groups)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from patchpack.errors import SourceError
+from patchpack.manifest import load_manifest
+from patchpack.params import SPLITS
+from patchpack.shards import ShardReader
+
+CELL = 64  # patches are scaled (nearest neighbour) to at least this many pixels so a person can see them
+GAP = 4
+LABEL_WIDTH = 96
+HEADER = 18
+
+
+def sample_patches(folder: Path, per_cell: int) -> dict[tuple[str, int], np.ndarray]:
+    """Up to ``per_cell`` patches for each (split, label), evenly spaced through the split's rows.
+
+    Returns
+    -------
+    samples : dict of (split, label) -> ndarray of shape (k, h, w, c), uint8
+    """
+    manifest = load_manifest(folder)
+    samples: dict[tuple[str, int], np.ndarray] = {}
+    for split in SPLITS:
+        for label in range(len(manifest.class_names)):
+            picked: list[np.ndarray] = []
+            total = sum(manifest.raw["counts"][split]["per_class"].values())
+            want = per_cell
+            for entry in manifest.shards_for(split):
+                if len(picked) >= want or total == 0:
+                    break
+                with ShardReader(folder / entry.path) as reader:
+                    rows = np.nonzero(reader.labels == label)[0]
+                    if len(rows) == 0:
+                        continue
+                    step = max(1, len(rows) // want)
+                    images, _ = reader.take(rows[::step][: want - len(picked)])
+                    picked.extend(images)
+            if picked:
+                samples[split, label] = np.stack(picked)
+    return samples
+
+
+def contact_sheet(folder: Path, out: Path, *, per_cell: int = 8) -> Path:
+    """Write a contact sheet of the dataset in ``folder`` to the PNG ``out`` (atomically)."""
+    if out.suffix.lower() != ".png":
+        raise SourceError(f"{out}: the contact sheet is a PNG; give a path ending in .png")
+    manifest = load_manifest(folder)
+    samples = sample_patches(folder, per_cell)
+    scale = max(1, -(-CELL // manifest.patch_size))
+    side = manifest.patch_size * scale
+    group = per_cell * (side + GAP) + 2 * GAP
+    width = LABEL_WIDTH + len(SPLITS) * group
+    height = HEADER + len(manifest.class_names) * (side + GAP) + GAP
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for column, split in enumerate(SPLITS):
+        draw.text((LABEL_WIDTH + column * group + GAP, 3), split, fill="black")
+    for label, name in enumerate(manifest.class_names):
+        top = HEADER + label * (side + GAP)
+        draw.text((4, top + side // 2 - 6), name[:14], fill="black")
+        for column, split in enumerate(SPLITS):
+            for k, patch in enumerate(samples.get((split, label), [])):
+                tile = Image.fromarray(patch[:, :, 0] if patch.shape[2] == 1 else patch)
+                tile = tile.resize((side, side), Image.Resampling.NEAREST).convert("RGB")
+                sheet.paste(tile, (LABEL_WIDTH + column * group + GAP + k * (side + GAP), top))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    sheet.save(tmp, format="PNG")
+    os.replace(tmp, out)
+    return out
