@@ -6,11 +6,12 @@ Exit codes: 0 success, 1 verification failed, 2 bad input or configuration. Erro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from patchpack.errors import PatchpackError
+from patchpack.errors import IntegrityError, PatchpackError, SourceError
 from patchpack.params import MODELS, Params, load_params
 
 DEFAULT_DATA = Path("data/patches")
@@ -54,16 +55,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from patchpack.verify import info
 
-    print(info(Path(args.data)))
+    with _dataset_required():
+        print(info(Path(args.data)))
     return 0
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from patchpack.preview import contact_sheet
 
-    path = contact_sheet(Path(args.data), Path(args.out), per_cell=args.per_class)
+    with _dataset_required():
+        path = contact_sheet(Path(args.data), Path(args.out), per_cell=args.per_class)
     print(f"wrote {path}")
     return 0
+
+
+@contextlib.contextmanager
+def _dataset_required() -> Iterator[None]:
+    """For verbs that read a dataset, a missing or unreadable one is bad input (exit 2), not a failed check."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise SourceError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--per-class", type=_positive_int, default=8, help="patches per class and split"
     )
+
+    # `remote {s3,local,check}` and `pull`; boto3 and DVC load only when one of them runs.
+    from patchpack.remote import add_verbs as add_remote_verbs
+
+    add_remote_verbs(verb)
 
     _ = MODELS  # train/evaluate verbs are registered below
     return parser

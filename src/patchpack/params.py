@@ -331,22 +331,28 @@ class _Reader:
         return value
 
     def integer(
-        self, section: Mapping[str, Any], key: str, default: int, minimum: int | None = None
+        self,
+        section: Mapping[str, Any],
+        key: str,
+        default: int,
+        minimum: int | None = None,
+        name: str | None = None,
     ) -> int:
         value = section.get(key.rsplit(".", 1)[-1], default)
+        shown = name or key
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(key, "an integer", value)
+            raise self._fail(shown, "an integer", value)
         if minimum is not None and value < minimum:
-            raise self._fail(key, f"at least {minimum}", value)
+            raise self._fail(shown, f"at least {minimum}", value)
         return value
 
     def optional_integer(
         self, section: Mapping[str, Any], key: str, default: int | None
     ) -> int | None:
-        name = key.rsplit(".", 1)[-1]
-        if section.get(name, default) is None:
+        value = section.get(key.rsplit(".", 1)[-1], default)
+        if value is None:
             return None
-        return self.integer(section, key, 0, minimum=1)
+        return self.integer({"value": value}, f"{key}.value", 0, minimum=1, name=key)
 
     def number(
         self,
