@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from imagefolder import make_folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

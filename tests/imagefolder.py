@@ -12,7 +12,9 @@ from PIL import Image
 from patchpack.params import Params, params_from_dict
 
 
-def textured(rng: np.random.Generator, height: int, width: int, channels: int, tone: int) -> np.ndarray:
+def textured(
+    rng: np.random.Generator, height: int, width: int, channels: int, tone: int
+) -> np.ndarray:
     """A noisy, smoothly varying image of shape (height, width, channels), uint8."""
     yy, xx = np.mgrid[0:height, 0:width]
     base = tone + 40 * np.sin(xx / (5 + tone % 7)) + 30 * np.cos(yy / (3 + tone % 5))

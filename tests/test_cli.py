@@ -5,8 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from imagefolder import make_folder, write_params
 from PIL import Image
+
+from imagefolder import make_folder, write_params
 
 PATCHPACK = [sys.executable, "-m", "patchpack.cli"]
 
@@ -42,19 +43,53 @@ def test_extract_verify_info_preview(project: Path) -> None:
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [
-        (lambda p: None, ["extract", "--source", "nowhere"], "nowhere: source folder does not exist"),
-        (lambda p: (p / "images" / "class_9").mkdir(), ["extract"], "class_9: class folder is empty"),
-        (lambda p: (p / "params.yaml").write_text("extract: {patch_sise: 3}\n"), ["extract"], "unknown key 'extract.patch_sise'"),
-        (lambda p: (p / "params.yaml").write_text("shards: {compression: lz4}\n"), ["extract"], "shards.compression must be one of"),
-        (lambda p: (p / "params.yaml").write_text("split: {fractions: {train: 0.8, val: 0.2, test: 0.2}}\n"), ["extract"], "split.fractions must sum to 1"),
-        (lambda p: (p / "params.yaml").write_text(f"source: {{dir: {p / 'images'}}}\nextract: {{patch_size: 500}}\nsplit: {{block_size: 500}}\n"), ["extract"], "smaller than split.block_size=500"),
+        (
+            lambda p: None,
+            ["extract", "--source", "nowhere"],
+            "nowhere: source folder does not exist",
+        ),
+        (
+            lambda p: (p / "images" / "class_9").mkdir(),
+            ["extract"],
+            "class_9: class folder is empty",
+        ),
+        (
+            lambda p: (p / "params.yaml").write_text("extract: {patch_sise: 3}\n"),
+            ["extract"],
+            "unknown key 'extract.patch_sise'",
+        ),
+        (
+            lambda p: (p / "params.yaml").write_text("shards: {compression: lz4}\n"),
+            ["extract"],
+            "shards.compression must be one of",
+        ),
+        (
+            lambda p: (p / "params.yaml").write_text(
+                "split: {fractions: {train: 0.8, val: 0.2, test: 0.2}}\n"
+            ),
+            ["extract"],
+            "split.fractions must sum to 1",
+        ),
+        (
+            lambda p: (p / "params.yaml").write_text(
+                f"source: {{dir: {p / 'images'}}}\nextract: {{patch_size: 500}}\nsplit: {{block_size: 500}}\n"
+            ),
+            ["extract"],
+            "smaller than split.block_size=500",
+        ),
         (lambda p: None, ["extract", "--params", "missing.yaml"], "no such params file"),
         (lambda p: None, ["info"], "no manifest"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_nothing_written(project: Path, setup: object, args: list[str], message: str) -> None:
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    project: Path, setup: object, args: list[str], message: str
+) -> None:
     setup(project)  # type: ignore[operator]
-    result = run(*args, "--out", "data/patches", cwd=project) if args[0] == "extract" else run(*args, cwd=project)
+    result = (
+        run(*args, "--out", "data/patches", cwd=project)
+        if args[0] == "extract"
+        else run(*args, cwd=project)
+    )
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"patchpack {args[0]}: error: "), result.stderr

@@ -11,8 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from imagefolder import copy_reversed, make_folder, small_params, write_params
 
+from imagefolder import copy_reversed, make_folder, small_params, write_params
 from patchpack.errors import SourceError
 from patchpack.extract import extract
 from patchpack.manifest import load_manifest
@@ -32,7 +32,13 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PATCHPACK, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "random"})
+    return subprocess.run(
+        [*PATCHPACK, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "random"},
+    )
 
 
 def test_layout_manifest_and_shard_contents(images: Path, tmp_path: Path) -> None:
@@ -43,7 +49,9 @@ def test_layout_manifest_and_shard_contents(images: Path, tmp_path: Path) -> Non
     assert manifest["class_names"] == ["class_0", "class_1", "class_2"]
     assert manifest["counts"]["train"]["per_class"] == {"class_0": 36, "class_1": 36, "class_2": 36}
     assert sum(manifest["counts"][s]["total"] for s in ("train", "val", "test")) == 6 * 30
-    assert {"numpy", "pillow", "libjpeg", "h5py", "hdf5", "hdf5plugin", "zlib"} <= set(manifest["environment"])
+    assert {"numpy", "pillow", "libjpeg", "h5py", "hdf5", "hdf5plugin", "zlib"} <= set(
+        manifest["environment"]
+    )
     assert str(images) not in (out / "manifest.json").read_text()
     text = (out / "manifest.json").read_text()
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
@@ -74,7 +82,9 @@ def test_patch_pixels_are_the_source_pixels(images: Path, tmp_path: Path) -> Non
         assert np.array_equal(data.images[row], pixels[y : y + 16, x : x + 16])
 
 
-def test_byte_identical_across_processes_workers_and_listing_order(images: Path, tmp_path: Path) -> None:
+def test_byte_identical_across_processes_workers_and_listing_order(
+    images: Path, tmp_path: Path
+) -> None:
     """Two processes a second apart, 1 and 3 workers, a reversed copy of the sources: same bytes."""
     write_params(tmp_path / "params.yaml", images)
     first = run_cli("extract", "--out", "a", cwd=tmp_path)
@@ -93,16 +103,27 @@ def test_byte_identical_across_processes_workers_and_listing_order(images: Path,
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])
-def test_compression_changes_bytes_not_content(images: Path, tmp_path: Path, compression: str) -> None:
+def test_compression_changes_bytes_not_content(
+    images: Path, tmp_path: Path, compression: str
+) -> None:
     zstd = extract(small_params(images), out=tmp_path / "zstd")
-    other = extract(small_params(images, shards={"compression": compression, "level": 0 if compression == "none" else 4}), out=tmp_path / compression)
+    other = extract(
+        small_params(
+            images, shards={"compression": compression, "level": 0 if compression == "none" else 4}
+        ),
+        out=tmp_path / compression,
+    )
     assert other["fingerprint"] == zstd["fingerprint"]
-    assert [e["content_sha256"] for e in other["shards"]] == [e["content_sha256"] for e in zstd["shards"]]
+    assert [e["content_sha256"] for e in other["shards"]] == [
+        e["content_sha256"] for e in zstd["shards"]
+    ]
     assert [e["sha256"] for e in other["shards"]] != [e["sha256"] for e in zstd["shards"]]
 
 
 def test_zstd_is_smaller_than_raw(images: Path, tmp_path: Path) -> None:
-    none = extract(small_params(images, shards={"compression": "none", "level": 0}), out=tmp_path / "none")
+    none = extract(
+        small_params(images, shards={"compression": "none", "level": 0}), out=tmp_path / "none"
+    )
     extract(small_params(images), out=tmp_path / "zstd")
     size = lambda folder: sum((folder / e["path"]).stat().st_size for e in none["shards"])  # noqa: E731
     assert size(tmp_path / "zstd") < size(tmp_path / "none")
@@ -138,7 +159,9 @@ def test_refuses_to_replace_a_folder_that_is_not_a_dataset(images: Path, tmp_pat
 
 def test_killed_run_is_rejected_and_the_next_run_finishes(tmp_path: Path) -> None:
     images = make_folder(tmp_path / "images", classes=4, per_class=6, size=(160, 200))
-    write_params(tmp_path / "params.yaml", images, extract={"per_image": 200}, shards={"target_patches": 64})
+    write_params(
+        tmp_path / "params.yaml", images, extract={"per_image": 200}, shards={"target_patches": 64}
+    )
     reference = run_cli("extract", "--out", "ref", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
     process = subprocess.Popen([*PATCHPACK, "extract", "--out", "out"], cwd=tmp_path)
@@ -155,7 +178,9 @@ def test_killed_run_is_rejected_and_the_next_run_finishes(tmp_path: Path) -> Non
     assert not list(tmp_path.glob(".out.partial-*"))
 
 
-def test_staged_shards_are_reused(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_staged_shards_are_reused(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import patchpack.extract as module
 
     calls: list[str] = []
@@ -171,7 +196,9 @@ def test_staged_shards_are_reused(images: Path, tmp_path: Path, monkeypatch: pyt
     with pytest.raises(SourceError, match="simulated"):
         extract(small_params(images), out=tmp_path / "out")
     calls.clear()
-    monkeypatch.setattr(module, "build_shard", lambda job: calls.append(job.spec.path) or original(job))
+    monkeypatch.setattr(
+        module, "build_shard", lambda job: calls.append(job.spec.path) or original(job)
+    )
     manifest = extract(small_params(images), out=tmp_path / "out")
     assert len(calls) == len(manifest["shards"]) - 2  # the two completed shards were reused
     assert verify(tmp_path / "out").ok

@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from imagefolder import small_raw
 
+from imagefolder import small_raw
 from patchpack.errors import ConfigError
 from patchpack.params import load_params, params_from_dict
 
@@ -27,7 +27,10 @@ def test_defaults_fill_missing_sections() -> None:
     [
         ({"extract": {"patch_sise": 3}}, r"unknown key 'extract.patch_sise'"),
         ({"bogus": 1}, r"unknown key 'bogus'"),
-        ({"extract": {"patch_size": "big"}}, r"extract.patch_size must be an integer \(received 'big'\)"),
+        (
+            {"extract": {"patch_size": "big"}},
+            r"extract.patch_size must be an integer \(received 'big'\)",
+        ),
         ({"extract": {"patch_size": True}}, r"extract.patch_size must be an integer"),
         ({"extract": {"patch_size": 0}}, r"extract.patch_size must be at least 1 \(received 0\)"),
         (
@@ -36,10 +39,19 @@ def test_defaults_fill_missing_sections() -> None:
         ),
         ({"split": {"fractions": {"train": 0.7, "val": 0.3}}}, r"split.fractions is missing test"),
         ({"split": {"mode": "random"}}, r"split.mode must be one of image, region, patch"),
-        ({"shards": {"compression": "lz4"}}, r"shards.compression must be one of zstd, gzip, none \(received 'lz4'\)"),
-        ({"shards": {"compression": "gzip", "level": 12}}, r"shards.level for gzip must be between 0 and 9"),
+        (
+            {"shards": {"compression": "lz4"}},
+            r"shards.compression must be one of zstd, gzip, none \(received 'lz4'\)",
+        ),
+        (
+            {"shards": {"compression": "gzip", "level": 12}},
+            r"shards.level for gzip must be between 0 and 9",
+        ),
         ({"source": {"channels": 2}}, r"source.channels must be 1 \(grayscale\) or 3 \(RGB\)"),
-        ({"extract": {"per_image": 10, "per_class": 10}}, r"set exactly one of extract.per_image and extract.per_class"),
+        (
+            {"extract": {"per_image": 10, "per_class": 10}},
+            r"set exactly one of extract.per_image and extract.per_class",
+        ),
         ({"extract": {"per_image": None}}, r"set exactly one"),
         ({"base": {"seed": -1}}, r"base.seed must be at least 0"),
         ({"split": "region"}, r"split must be a mapping"),

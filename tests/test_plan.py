@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagefolder import small_params
 
+from imagefolder import small_params
 from patchpack.errors import ConfigError, SourceError
 from patchpack.params import SPLITS, ExtractParams, SplitParams
 from patchpack.plan import (
@@ -32,11 +32,14 @@ EXTRACT = ExtractParams(patch_size=16, per_image=50, per_class=None)
 REGION = SplitParams(mode="region", fractions=(0.6, 0.2, 0.2), block_size=32)
 
 
-def coords_of(sources: list[SourceImage], split: SplitParams = REGION, seed: int = 1) -> dict[str, dict[str, list[list[int]]]]:
+def coords_of(
+    sources: list[SourceImage], split: SplitParams = REGION, seed: int = 1
+) -> dict[str, dict[str, list[list[int]]]]:
     plans = plan_images(sources, seed=seed, extract=EXTRACT, split=split)
     return {
         plan.source.id: {
-            name: rows[1].tolist() for name, rows in sample_image(plan, seed=seed, extract=EXTRACT, split=split).items()
+            name: rows[1].tolist()
+            for name, rows in sample_image(plan, seed=seed, extract=EXTRACT, split=split).items()
         }
         for plan in plans
     }
@@ -78,7 +81,9 @@ def test_patches_do_not_depend_on_pythonhashseed(tmp_path: Path) -> None:
     digests = set()
     for hashseed in ("0", "1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": str(Path(__file__).parent)}
-        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         digests.add(result.stdout.strip())
     assert len(digests) == 1
 
@@ -86,11 +91,17 @@ def test_patches_do_not_depend_on_pythonhashseed(tmp_path: Path) -> None:
 def test_region_mode_keeps_each_patch_inside_one_block_of_its_split() -> None:
     source = fake("a.png", size=(200, 300))
     blocks = region_splits(source, seed=1, split=REGION)
-    assert sorted(len(blocks[name]) for name in SPLITS) == sorted(largest_remainder(6 * 9, REGION.fractions))
+    assert sorted(len(blocks[name]) for name in SPLITS) == sorted(
+        largest_remainder(6 * 9, REGION.fractions)
+    )
     rows = coords_of([source])["a.png"]
     for name in SPLITS:
         for y, x in rows[name]:
-            inside = [b for b in blocks[name] if b.y0 <= y and y + 16 <= b.y1 and b.x0 <= x and x + 16 <= b.x1]
+            inside = [
+                b
+                for b in blocks[name]
+                if b.y0 <= y and y + 16 <= b.y1 and b.x0 <= x and x + 16 <= b.x1
+            ]
             assert inside, (name, y, x)
     assert [len(rows[name]) for name in SPLITS] == [30, 10, 10]
 
@@ -132,8 +143,15 @@ def test_too_small_image_and_block_below_patch() -> None:
     with pytest.raises(SourceError, match=r"smaller than split.block_size=32"):
         plan_images([fake("a.png", size=(20, 300))], seed=1, extract=EXTRACT, split=REGION)
     with pytest.raises(SourceError, match=r"smaller than extract.patch_size=16"):
-        plan_images([fake("a.png", size=(10, 10))], seed=1, extract=EXTRACT, split=replace(REGION, mode="image"))
-    with pytest.raises(ConfigError, match=r"split.block_size \(8\) must be at least extract.patch_size \(16\)"):
+        plan_images(
+            [fake("a.png", size=(10, 10))],
+            seed=1,
+            extract=EXTRACT,
+            split=replace(REGION, mode="image"),
+        )
+    with pytest.raises(
+        ConfigError, match=r"split.block_size \(8\) must be at least extract.patch_size \(16\)"
+    ):
         plan_images([fake("a.png")], seed=1, extract=EXTRACT, split=replace(REGION, block_size=8))
 
 
@@ -142,7 +160,10 @@ def test_rejection_without_enough_texture_fails_clearly() -> None:
     extract = replace(EXTRACT, per_image=5, min_std=1.0, max_tries=3)
     plan = plan_images([source], seed=1, extract=extract, split=REGION)[0]
     flat = np.zeros((64, 64, 1), np.uint8)
-    with pytest.raises(SourceError, match=r"flat.png: only 0 of 3 train patches have pixel std >= extract.min_std=1"):
+    with pytest.raises(
+        SourceError,
+        match=r"flat.png: only 0 of 3 train patches have pixel std >= extract.min_std=1",
+    ):
         sample_image(plan, seed=1, extract=extract, split=REGION, pixels=flat)
 
 
@@ -153,7 +174,9 @@ def test_rejection_skips_blank_patches() -> None:
     extract = replace(EXTRACT, per_image=40, min_std=5.0)
     split = replace(REGION, mode="image")
     plan = plan_images([source], seed=1, extract=extract, split=split)[0]
-    (_, coords), = sample_image(plan, seed=1, extract=extract, split=split, pixels=pixels).values()
+    ((_, coords),) = sample_image(
+        plan, seed=1, extract=extract, split=split, pixels=pixels
+    ).values()
     assert len(coords) == 40 and (coords[:, 1] + 16 > 32).all()
 
 
@@ -164,9 +187,15 @@ def test_adding_one_image_changes_few_shards() -> None:
     plans = plan_images(sources, seed=1, extract=params.extract, split=params.split)
     counts = split_counts(plans, mode="region", fractions=params.split.fractions)
 
-    def groups(id_list: list[str], count_list: list[dict[str, int]]) -> set[tuple[tuple[str, int, int], ...]]:
+    def groups(
+        id_list: list[str], count_list: list[dict[str, int]]
+    ) -> set[tuple[tuple[str, int, int], ...]]:
         specs = cut_shards(count_list, id_list, target=params.shards.target_patches)
-        return {tuple((id_list[p.image], p.start, p.stop) for p in spec.pieces) for spec in specs if spec.split == "train"}
+        return {
+            tuple((id_list[p.image], p.start, p.stop) for p in spec.pieces)
+            for spec in specs
+            if spec.split == "train"
+        }
 
     before = groups(ids, counts)
     grown = sorted([*ids, "c1/020b.png"])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagefolder import make_folder
 from PIL import Image
 
+from imagefolder import make_folder
 from patchpack.errors import SourceError
 from patchpack.sources import DEMO_IMAGES, catalog, export_demo, load_pixels
 
@@ -35,12 +35,18 @@ def _one(tmp_path: Path, image: Image.Image, name: str = "a.png", **save: object
         (Image.new("L", (4, 3), 200), 3, (200, 200, 200)),
         (Image.new("RGB", (4, 3), (255, 0, 0)), 1, 76),  # ITU-R 601-2 luma: 255 * 299 / 1000
         (Image.new("RGB", (4, 3), (10, 20, 30)), 3, (10, 20, 30)),
-        (Image.new("RGBA", (4, 3), (10, 20, 30, 0)), 3, (10, 20, 30)),  # alpha dropped, not composited
+        (
+            Image.new("RGBA", (4, 3), (10, 20, 30, 0)),
+            3,
+            (10, 20, 30),
+        ),  # alpha dropped, not composited
         (Image.new("I;16", (4, 3), 0xABCD), 1, 0xAB),  # 16-bit: the high byte
         (Image.new("1", (4, 3), 1), 1, 255),
     ],
 )
-def test_one_conversion_rule(tmp_path: Path, image: Image.Image, channels: int, expected: object) -> None:
+def test_one_conversion_rule(
+    tmp_path: Path, image: Image.Image, channels: int, expected: object
+) -> None:
     _, (source,) = catalog(_one(tmp_path, image), max_megapixels=1)
     pixels = load_pixels(source, channels, 1)
     assert pixels.shape == (3, 4, channels) and pixels.dtype == np.uint8
@@ -117,11 +123,19 @@ def test_truncated_image_fails_at_decode(images: Path) -> None:
 
 def _png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_header(images: Path) -> None:

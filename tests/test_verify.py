@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagefolder import small_params
 
+from imagefolder import small_params
 from patchpack.extract import extract
 from patchpack.manifest import load_manifest, write_json_atomic
 from patchpack.shards import file_sha256, read_shard, write_shard
@@ -36,7 +36,17 @@ def test_every_single_flipped_byte_is_caught(dataset: Path) -> None:
     for entry in load_manifest(dataset).shards:
         path = dataset / entry.path
         original = path.read_bytes()
-        for offset in sorted({0, 1, 100, len(original) // 3, len(original) // 2, len(original) - 1, *range(0, len(original), max(1, len(original) // 12))}):
+        for offset in sorted(
+            {
+                0,
+                1,
+                100,
+                len(original) // 3,
+                len(original) // 2,
+                len(original) - 1,
+                *range(0, len(original), max(1, len(original) // 12)),
+            }
+        ):
             damaged = bytearray(original)
             damaged[offset] ^= 0x10
             path.write_bytes(bytes(damaged))
@@ -63,7 +73,13 @@ def test_different_pixels_names_the_first_patch(dataset: Path) -> None:
 
 def test_same_pixels_different_bytes(dataset: Path) -> None:
     entry = load_manifest(dataset).shards[1]
-    write_shard(dataset / entry.path, read_shard(dataset / entry.path), chunk_patches=16, compression="gzip", level=4)
+    write_shard(
+        dataset / entry.path,
+        read_shard(dataset / entry.path),
+        chunk_patches=16,
+        compression="gzip",
+        level=4,
+    )
     (problem,) = failures(dataset)
     assert "same pixels, different bytes" in problem and "--pixels-only" in problem
     assert failures(dataset, allow_container_diff=True) == []
@@ -77,7 +93,9 @@ def test_missing_extra_and_truncated_shards(dataset: Path) -> None:
     third.write_bytes(third.read_bytes()[:500])
     problems = failures(dataset)
     assert any(p.startswith(f"{shards[0].path}: missing") for p in problems)
-    assert any(p.startswith("train/shard-09999.h5: extra file not in the manifest") for p in problems)
+    assert any(
+        p.startswith("train/shard-09999.h5: extra file not in the manifest") for p in problems
+    )
     assert any(p.startswith(f"{shards[2].path}: truncated or corrupt (500 bytes") for p in problems)
 
 
@@ -113,7 +131,9 @@ def test_region_leak_is_found(dataset: Path) -> None:
     coords[row] = train.coords[0] + 3  # overlaps a train patch of the same source
     _rewrite_entry(dataset, index, coords)
     problems = failures(dataset)
-    assert any(p.startswith(f"leakage: source {train.source_of(0)}: train patch at") for p in problems), problems
+    assert any(
+        p.startswith(f"leakage: source {train.source_of(0)}: train patch at") for p in problems
+    ), problems
 
 
 def test_image_mode_leak_is_found(tmp_path: Path) -> None:
@@ -160,4 +180,7 @@ def test_info_table(dataset: Path) -> None:
     assert text.splitlines()[0].split() == ["class", "train", "val", "test"]
     assert "class_0" in text and manifest["fingerprint"] in text and "ratio" in text
     total = text.splitlines()[5].split()
-    assert total == ["total", *(str(manifest["counts"][s]["total"]) for s in ("train", "val", "test"))]
+    assert total == [
+        "total",
+        *(str(manifest["counts"][s]["total"]) for s in ("train", "val", "test")),
+    ]

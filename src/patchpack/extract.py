@@ -9,6 +9,7 @@ run with the same plan reuses the complete shards it finds in staging.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -167,7 +168,7 @@ def build_shard(job: Job) -> ShardData:
     images, labels, source_index, patch_index, coords = [], [], [], [], []
     for piece in job.spec.pieces:
         plan = job.plans[piece.image]
-        pixels = load_pixels(plan.source, params.source.channels, params.source.max_megapixels)
+        pixels = _pixels(plan.source, params.source.channels, params.source.max_megapixels)
         index, xy = sample_image(
             plan,
             seed=params.seed,
@@ -201,6 +202,14 @@ def build_shard(job: Job) -> ShardData:
             "split": split,
         },
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.ndarray:
+    """Decoded pixels, kept for the next shard: consecutive shards usually share an image."""
+    pixels = load_pixels(source, channels, max_megapixels)
+    pixels.flags.writeable = False
+    return pixels
 
 
 def _entry(spec: ShardSpec, path: Path, data: ShardData) -> dict[str, Any]:

@@ -103,16 +103,16 @@ class ShardData:
 
     def patch_digests(self) -> list[str]:
         """A short digest per patch (pixels, label, source and coordinates), to name the first difference."""
-        digests = []
-        for row in range(len(self)):
-            digest = hashlib.blake2b(digest_size=8)
-            digest.update(self.images[row].tobytes())
-            digest.update(f"|{self.labels[row]}|{self.source_of(row)}|".encode())
-            digest.update(
-                f"{self.patch_index[row]}|{self.coords[row, 0]}|{self.coords[row, 1]}".encode()
-            )
-            digests.append(digest.hexdigest())
-        return digests
+        rows = self.images.reshape(len(self), -1)
+        return [
+            hashlib.blake2b(
+                rows[row].tobytes()
+                + f"|{self.labels[row]}|{self.source_of(row)}|{self.patch_index[row]}"
+                f"|{self.coords[row, 0]}|{self.coords[row, 1]}".encode(),
+                digest_size=8,
+            ).hexdigest()
+            for row in range(len(self))
+        ]
 
     def _array(self, name: str) -> np.ndarray:
         if name == "sources":

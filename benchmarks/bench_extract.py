@@ -1,0 +1,163 @@
+"""Extraction benchmark: the same patches written three ways, in one process.
+
+    python benchmarks/bench_extract.py [--per-image 1000] [--workers 1]
+
+1. patchpack: ``extract()`` end to end (decode, sample, zstd HDF5 shards, hashes, manifest);
+2. one PNG file per patch, what researchers do by hand (``<split>/<class>/<source>_<n>.png``);
+3. one numpy ``.npz`` per split (``np.savez_compressed``).
+
+All three start from the same demo photographs and the same seeded coordinates, and pay for decoding the
+sources and cutting patches; they differ in how the patches are stored. It prints patches/s and bytes per
+patch for each, the ratios against the PNG baseline, and the peak memory of extraction at two dataset
+sizes (in child processes) to show that it does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from patchpack.extract import Job, build_shard, extract
+from patchpack.params import SPLITS, Params, params_from_dict
+from patchpack.plan import cut_shards, plan_images, split_counts
+from patchpack.sources import catalog, export_demo
+
+
+def demo_params(source: Path, per_image: int) -> Params:
+    return params_from_dict(
+        {"source": {"dir": str(source)}, "extract": {"per_image": per_image, "min_std": 2.0}}
+    )
+
+
+def jobs(params: Params, staging: Path) -> tuple[list[str], list[Job]]:
+    """The same shard jobs extract() runs, for the baselines to sample identical patches."""
+    class_names, sources = catalog(params.source.dir, max_megapixels=params.source.max_megapixels)
+    plans = plan_images(sources, seed=params.seed, extract=params.extract, split=params.split)
+    counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
+    specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
+    return class_names, [
+        Job(
+            spec,
+            {p.image: plans[p.image] for p in spec.pieces},
+            params,
+            tuple(class_names),
+            staging,
+        )
+        for spec in specs
+    ]
+
+
+def write_pngs(params: Params, out: Path) -> int:
+    class_names, all_jobs = jobs(params, out)
+    written = 0
+    for job in all_jobs:
+        data = build_shard(job)
+        for row in range(len(data)):
+            folder = out / job.spec.split / class_names[int(data.labels[row])]
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = data.source_of(row).replace("/", "_")
+            patch = data.images[row]
+            Image.fromarray(patch[:, :, 0] if patch.shape[2] == 1 else patch).save(
+                folder / f"{stem}_{int(data.patch_index[row]):06d}.png"
+            )
+            written += 1
+    return written
+
+
+def write_npz(params: Params, out: Path) -> int:
+    _, all_jobs = jobs(params, out)
+    out.mkdir(parents=True)
+    written = 0
+    for split in SPLITS:
+        parts = [build_shard(job) for job in all_jobs if job.spec.split == split]
+        if parts:
+            images = np.concatenate([p.images for p in parts])
+            labels = np.concatenate([p.labels for p in parts])
+            np.savez_compressed(out / f"{split}.npz", images=images, labels=labels)
+            written += len(labels)
+    return written
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def timed(label: str, func, out: Path) -> tuple[str, float, int, int]:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    count = func(out)
+    seconds = time.perf_counter() - start
+    return label, seconds, count, folder_bytes(out)
+
+
+def peak_rss_mb(source: Path, per_image: int, out: Path) -> float:
+    """Peak resident memory of a fresh process that extracts ``per_image`` patches per image."""
+    code = (
+        "import resource, sys; from pathlib import Path;"
+        "sys.path.insert(0, 'benchmarks'); from bench_extract import demo_params;"
+        "from patchpack.extract import extract;"
+        f"extract(demo_params(Path({str(source)!r}), {per_image}), out=Path({str(out)!r}));"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return int(result.stdout.strip()) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-image", type=int, default=1000, help="patches per demo image")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    try:
+        source = root / "demo"
+        export_demo(source)
+        params = demo_params(source, args.per_image)
+        rows = [
+            timed(
+                "patchpack (zstd HDF5)",
+                lambda out: sum(
+                    e["patches"] for e in extract(params, out=out, workers=args.workers)["shards"]
+                ),
+                root / "shards",
+            ),
+            timed("PNG file per patch", lambda out: write_pngs(params, out), root / "png"),
+            timed("numpy .npz (compressed)", lambda out: write_npz(params, out), root / "npz"),
+        ]
+        _, png_seconds, png_count, png_bytes = rows[1]
+        print(
+            f"demo: {len(list(source.rglob('*.*')))} photographs, {args.per_image} patches each, "
+            f"{params.extract.patch_size}x{params.extract.patch_size}x{params.source.channels}"
+        )
+        print(
+            f"{'format':<26}{'patches/s':>12}{'bytes/patch':>13}{'speed vs PNG':>14}{'size vs PNG':>13}"
+        )
+        for label, seconds, count, size in rows:
+            print(
+                f"{label:<26}{count / seconds:>12,.0f}{size / count:>13,.0f}"
+                f"{(count / seconds) / (png_count / png_seconds):>13.1f}x{(size / count) / (png_bytes / png_count):>12.2f}x"
+            )
+        small = peak_rss_mb(source, args.per_image // 4, root / "rss-small")
+        large = peak_rss_mb(source, args.per_image, root / "rss-large")
+        print(
+            f"peak RSS of extract: {small:.0f} MB at {args.per_image // 4} patches/image, "
+            f"{large:.0f} MB at {args.per_image} (ratio {large / small:.2f} for 4x the data)"
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _ = (dataclasses, resource)
+    main()
