@@ -15,8 +15,6 @@ sizes (in child processes) to show that it does not grow with the dataset.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import resource
 import shutil
 import subprocess
 import sys
@@ -88,11 +86,13 @@ def write_npz(params: Params, out: Path) -> int:
     return written
 
 
-def folder_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+def folder_bytes(folder: Path) -> tuple[int, int]:
+    """(sum of file sizes, bytes the file system allocates for them)."""
+    files = [path.stat() for path in folder.rglob("*") if path.is_file()]
+    return sum(f.st_size for f in files), sum(f.st_blocks * 512 for f in files)
 
 
-def timed(label: str, func, out: Path) -> tuple[str, float, int, int]:  # type: ignore[no-untyped-def]
+def timed(label: str, func, out: Path) -> tuple[str, float, int, tuple[int, int]]:  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     count = func(out)
     seconds = time.perf_counter() - start
@@ -135,19 +135,24 @@ def main() -> None:
             timed("PNG file per patch", lambda out: write_pngs(params, out), root / "png"),
             timed("numpy .npz (compressed)", lambda out: write_npz(params, out), root / "npz"),
         ]
-        _, png_seconds, png_count, png_bytes = rows[1]
+        _, png_seconds, png_count, (png_bytes, png_alloc) = rows[1]
         print(
             f"demo: {len(list(source.rglob('*.*')))} photographs, {args.per_image} patches each, "
             f"{params.extract.patch_size}x{params.extract.patch_size}x{params.source.channels}"
         )
         print(
-            f"{'format':<26}{'patches/s':>12}{'bytes/patch':>13}{'speed vs PNG':>14}{'size vs PNG':>13}"
+            f"{'format':<26}{'patches/s':>11}{'speed':>8}{'bytes/patch':>13}{'size':>7}"
+            f"{'allocated/patch':>17}{'size':>7}"
         )
-        for label, seconds, count, size in rows:
+        for label, seconds, count, (size, alloc) in rows:
+            speed = (count / seconds) / (png_count / png_seconds)
+            ratio = (size / count) / (png_bytes / png_count)
+            alloc_ratio = (alloc / count) / (png_alloc / png_count)
             print(
-                f"{label:<26}{count / seconds:>12,.0f}{size / count:>13,.0f}"
-                f"{(count / seconds) / (png_count / png_seconds):>13.1f}x{(size / count) / (png_bytes / png_count):>12.2f}x"
+                f"{label:<26}{count / seconds:>11,.0f}{speed:>7.1f}x{size / count:>13,.0f}"
+                f"{ratio:>6.2f}x{alloc / count:>17,.0f}{alloc_ratio:>6.2f}x"
             )
+        print("(speed and size are ratios against the PNG baseline, measured in this run)")
         small = peak_rss_mb(source, args.per_image // 4, root / "rss-small")
         large = peak_rss_mb(source, args.per_image, root / "rss-large")
         print(
@@ -159,5 +164,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _ = (dataclasses, resource)
     main()

@@ -32,7 +32,7 @@ from patchpack.manifest import (
     fingerprint,
     write_json_atomic,
 )
-from patchpack.params import SPLITS, Params
+from patchpack.params import SPLITS, ExtractParams, Params, SplitParams
 from patchpack.plan import ImagePlan, ShardSpec, cut_shards, plan_images, sample_image, split_counts
 from patchpack.shards import (
     FORMAT_VERSION,
@@ -169,14 +169,7 @@ def build_shard(job: Job) -> ShardData:
     for piece in job.spec.pieces:
         plan = job.plans[piece.image]
         pixels = _pixels(plan.source, params.source.channels, params.source.max_megapixels)
-        index, xy = sample_image(
-            plan,
-            seed=params.seed,
-            extract=params.extract,
-            split=params.split,
-            pixels=pixels,
-            only=split,
-        )[split]
+        index, xy = _rows(plan, split, params.seed, params.extract, params.split, pixels)
         index, xy = index[piece.start : piece.stop], xy[piece.start : piece.stop]
         windows = np.lib.stride_tricks.sliding_window_view(pixels, (size, size), axis=(0, 1))
         images.append(windows[xy[:, 0], xy[:, 1]].transpose(0, 2, 3, 1))
@@ -210,6 +203,28 @@ def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.nda
     pixels = load_pixels(source, channels, max_megapixels)
     pixels.flags.writeable = False
     return pixels
+
+
+def _rows(
+    plan: ImagePlan,
+    split: str,
+    seed: int,
+    extract: ExtractParams,
+    split_params: SplitParams,
+    pixels: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image's (patch_index, coords) in one split; cached while its shards are being written."""
+    key = (plan, split, seed, extract, split_params, pixels.shape)  # shape carries the channels
+    if _ROWS_CACHE.get("key") != key:
+        _ROWS_CACHE["key"] = key
+        _ROWS_CACHE["rows"] = sample_image(
+            plan, seed=seed, extract=extract, split=split_params, pixels=pixels, only=split
+        )[split]
+    rows: tuple[np.ndarray, np.ndarray] = _ROWS_CACHE["rows"]
+    return rows
+
+
+_ROWS_CACHE: dict[str, Any] = {}
 
 
 def _entry(spec: ShardSpec, path: Path, data: ShardData) -> dict[str, Any]:

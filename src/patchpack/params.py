@@ -60,8 +60,8 @@ class SplitParams:
 class ShardParams:
     """How patches are packed into HDF5 shards."""
 
-    target_patches: int = 1024
-    chunk_patches: int = 64
+    target_patches: int = 512
+    chunk_patches: int = 256
     compression: str = "zstd"
     level: int = 3
 
