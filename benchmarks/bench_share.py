@@ -1,0 +1,226 @@
+"""Share a dataset through DVC: patchpack shards vs one PNG file per patch.
+
+In one run against a loopback S3 server (moto in server mode, from tests/s3server.py), the same
+patches are tracked twice with ``dvc add`` -- once as patchpack's HDF5 shards, once as one PNG per
+patch -- and each is timed through ``dvc push`` to an empty prefix and ``dvc pull`` into a project with
+an empty cache. Hashing (``dvc add``) is not timed: it happens once, on the owner's machine.
+
+Usage::
+
+    python benchmarks/bench_share.py                      # the demo, 800 patches per image (6400)
+    python benchmarks/bench_share.py --per-image 400      # params.yaml's value: 3200 patches
+    python benchmarks/bench_share.py --data data/patches  # an extracted dataset
+
+Prints both times per direction, the totals and the ratio (PNG time / shard time). When it extracts
+the demo itself, it then adds one image to one class (a mirrored copy of one photograph), extracts
+again, pushes, and counts the shards whose sha256 is new and the objects and bytes ``dvc push`` uploaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from patchpack.manifest import load_manifest  # noqa: E402
+from patchpack.shards import read_shard  # noqa: E402
+from s3server import MotoS3, moto_server, subprocess_env  # noqa: E402  (a test helper, found via sys.path)
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Run a command; return its wall time in seconds."""
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed in {cwd}:\n{proc.stdout}\n{proc.stderr}")
+    return elapsed
+
+
+def extract_demo(work: Path, env: dict[str, str], per_image: int) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["extract"]["per_image"] = per_image
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["patchpack", "sources", "--out", str(work / "demo")], work, env)
+    out = work / "patches"
+    run(
+        [
+            "patchpack",
+            "extract",
+            "--params",
+            "params.yaml",
+            "--source",
+            str(work / "demo"),
+            "--out",
+            str(out),
+        ],
+        work,
+        env,
+    )
+    return out
+
+
+def write_pngs(dataset: Path, out: Path) -> int:
+    """One PNG per patch, ``<split>/<class>/<shard>-<row>.png``; returns the number written."""
+    manifest = load_manifest(dataset)
+    names = manifest.class_names
+    count = 0
+    for entry in manifest.shards:
+        data = read_shard(dataset / entry.path)
+        stem = Path(entry.path).stem
+        for row, (pixels, label) in enumerate(zip(data.images, data.labels, strict=True)):
+            folder = out / entry.split / names[int(label)]
+            folder.mkdir(parents=True, exist_ok=True)
+            image = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+            Image.fromarray(np.ascontiguousarray(image)).save(folder / f"{stem}-{row:05d}.png")
+            count += 1
+    return count
+
+
+def share(
+    name: str, folder: Path, work: Path, env: dict[str, str], endpoint: str, bucket: str
+) -> dict[str, float]:
+    """dvc add + push from an owner project, dvc pull into a fresh clone; returns the timings."""
+    owner = work / f"{name}-owner"
+    owner.mkdir()
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        run(args, owner, env)
+    shutil.copytree(folder, owner / "data")
+    run(["dvc", "add", "data"], owner, env)
+    run(
+        ["patchpack", "remote", "s3", f"s3://{bucket}/{name}", "--endpoint-url", endpoint],
+        owner,
+        env,
+    )
+    push = run(["dvc", "push"], owner, env)
+    run(["git", "add", "-A"], owner, env)
+    run(["git", "commit", "-q", "-m", name], owner, env)
+    partner = work / f"{name}-partner"
+    run(["git", "clone", "-q", str(owner), str(partner)], work, env)
+    pull = run(["dvc", "pull"], partner, env)
+    files = sum(1 for p in (partner / "data").rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in (partner / "data").rglob("*") if p.is_file())
+    return {"push_s": push, "pull_s": pull, "files": files, "bytes": size}
+
+
+def add_one_image(
+    work: Path, owner: Path, env: dict[str, str], server: MotoS3, bucket: str
+) -> dict[str, float]:
+    """Add one image to one demo class, re-extract into the shard owner's ``data``, push the change."""
+    before_shards = {s.sha256 for s in load_manifest(owner / "data").shards}
+    before = server.objects(bucket, "shards/")
+    source = sorted((work / "demo").glob("brick/*"))[0]
+    with Image.open(source) as image:
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+            source.with_name("brick-mirrored.png")
+        )
+    run(
+        [
+            "patchpack",
+            "extract",
+            "--params",
+            "params.yaml",
+            "--source",
+            str(work / "demo"),
+            "--out",
+            str(owner / "data"),
+        ],
+        work,
+        env,
+    )
+    run(["dvc", "add", "data"], owner, env)
+    push = run(["dvc", "push"], owner, env)
+    after_shards = {s.sha256 for s in load_manifest(owner / "data").shards}
+    after = server.objects(bucket, "shards/")
+    uploaded = {key: size for key, size in after.items() if key not in before}
+    return {
+        "shards_before": len(before_shards),
+        "shards_after": len(after_shards),
+        "shards_new": len(after_shards - before_shards),
+        "objects_uploaded": len(uploaded),
+        "bytes_uploaded": sum(uploaded.values()),
+        "bytes_total": sum(size for key, size in after.items() if not key.endswith(".dir")),
+        "push_s": push,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, help="an extracted dataset folder (default: extract the demo)"
+    )
+    parser.add_argument(
+        "--per-image",
+        type=int,
+        default=800,
+        help="patches per demo image (default: 800, 6400 patches)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    server = moto_server()
+    bucket = "patchpack-bench"
+    server.create_bucket(bucket)
+    with tempfile.TemporaryDirectory(prefix="bench-share-") as tmp:
+        work = Path(tmp)
+        env = subprocess_env(work / "home")
+        env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "bench"
+        dataset = args.data.resolve() if args.data else extract_demo(work, env, args.per_image)
+        pngs = work / "pngs"
+        patches = write_pngs(dataset, pngs)
+        shards = share("shards", dataset, work, env, server.endpoint, bucket)
+        per_patch = share("pngs", pngs, work, env, server.endpoint, bucket)
+        delta = (
+            None if args.data else add_one_image(work, work / "shards-owner", env, server, bucket)
+        )
+
+    total_shards = shards["push_s"] + shards["pull_s"]
+    total_pngs = per_patch["push_s"] + per_patch["pull_s"]
+    figures = {
+        "patches": patches,
+        "shards": shards,
+        "pngs": per_patch,
+        "ratio_push": per_patch["push_s"] / shards["push_s"],
+        "ratio_pull": per_patch["pull_s"] / shards["pull_s"],
+        "ratio_total": total_pngs / total_shards,
+        "cpus": os.cpu_count(),
+        "add_one_image": delta,
+    }
+    print(f"{patches} patches, loopback S3 (moto), {os.cpu_count()} CPUs")
+    print(f"{'layout':<8} {'files':>7} {'MB':>8} {'push s':>8} {'pull s':>8} {'total s':>8}")
+    for label, row in (("shards", shards), ("pngs", per_patch)):
+        print(
+            f"{label:<8} {row['files']:>7} {row['bytes'] / 1e6:>8.2f} {row['push_s']:>8.2f} "
+            f"{row['pull_s']:>8.2f} {row['push_s'] + row['pull_s']:>8.2f}"
+        )
+    print(
+        f"shards are {figures['ratio_total']:.1f}x faster to share "
+        f"(push {figures['ratio_push']:.1f}x, pull {figures['ratio_pull']:.1f}x)"
+    )
+    if delta is not None:
+        print(
+            f"adding one image: {delta['shards_new']} of {delta['shards_after']} shards new, "
+            f"dvc push uploaded {delta['objects_uploaded']} objects, {delta['bytes_uploaded'] / 1e6:.2f} "
+            f"of {delta['bytes_total'] / 1e6:.2f} MB ({100 * delta['bytes_uploaded'] / delta['bytes_total']:.0f}%)"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

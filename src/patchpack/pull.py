@@ -1,0 +1,183 @@
+"""``patchpack pull``: get the committed dataset from the DVC remote, or rebuild it, and prove it.
+
+1. Find what git committed for the dataset folder: its stage and hash in ``dvc.lock`` (or a
+   ``.dvc`` file).
+2. Probe the default remote (credentials, endpoint, bucket, list, read; no write) and run
+   ``dvc pull``. When the remote cannot be used, say why in one line and offer ``--rebuild``.
+3. With ``--rebuild``, run ``dvc repro STAGE`` instead; a rebuild whose hash differs from the
+   committed ``dvc.lock`` fails.
+4. Check that the workspace matches ``dvc.lock`` (``dvc status``) and run ``patchpack verify``.
+
+A partner never gets exit 0 on data that was not verified: the result is ``True`` only when the
+folder matches the committed hash and every shard matches its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from patchpack.errors import PatchpackError, RemoteError
+from patchpack.remote import check_remote, find_root, load_remote, run_dvc
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A DVC-tracked folder: its path in the project, the stage (or .dvc file) and committed md5."""
+
+    path: str
+    stage: str | None
+    dvcfile: str | None
+    md5: str | None
+
+    @property
+    def target(self) -> str:
+        """What to name on ``dvc status`` / ``dvc repro``: the stage, else the .dvc file."""
+        return self.stage or self.dvcfile or self.path
+
+
+def tracked_output(root: Path, data: Path) -> Tracked:
+    """Find ``data`` (absolute, or relative to the working directory) among the outputs recorded in
+    ``root/dvc.lock`` or in ``data.dvc``.
+
+    Raises
+    ------
+    RemoteError
+        When DVC does not track ``data``.
+    """
+    absolute = data if data.is_absolute() else (Path.cwd() / data)
+    try:
+        rel = absolute.resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise RemoteError(f"{data}: not inside the DVC project {root}") from None
+    lock = root / "dvc.lock"
+    if lock.exists():
+        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+        for name, stage in sorted(stages.items()):
+            for out in stage.get("outs", []):
+                if out.get("path") == rel:
+                    return Tracked(rel, name, None, out.get("md5"))
+    dvcfile = root / f"{rel}.dvc"
+    if dvcfile.exists():
+        outs = (yaml.safe_load(dvcfile.read_text(encoding="utf-8")) or {}).get("outs", [])
+        md5 = outs[0].get("md5") if outs else None
+        return Tracked(rel, None, f"{rel}.dvc", md5)
+    raise RemoteError(
+        f"{rel}: DVC does not track it (not an output in dvc.lock, no {rel}.dvc); "
+        f"pass --data with the dataset folder, or run `dvc repro` and commit dvc.lock"
+    )
+
+
+def locked_md5(root: Path, tracked: Tracked) -> str | None:
+    """The md5 that ``dvc.lock`` (or the .dvc file) records now for ``tracked``."""
+    try:
+        return tracked_output(root, root / tracked.path).md5
+    except RemoteError:
+        return None
+
+
+def out_status(root: Path, tracked: Tracked) -> str | None:
+    """``None`` when the folder matches what DVC recorded, else DVC's word for it (``modified``...)."""
+    proc = run_dvc(["status", "--json", tracked.target], root)
+    try:
+        status = json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError:
+        return f"unreadable `dvc status` output: {proc.stdout.strip()[:200]}"
+    for entries in status.values():
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict):
+                state = entry.get("changed outs", {}).get(tracked.path)
+                if state:
+                    return str(state)
+    return None
+
+
+def remote_problem(root: Path, echo: Callable[[str], None]) -> str | None:
+    """Why the default remote cannot serve a pull, in one line; ``None`` when it can."""
+    try:
+        spec = load_remote(root)
+    except RemoteError as exc:
+        return str(exc)
+    if not spec.is_s3 and re.match(r"^\w+://", spec.url):
+        return None  # not an S3 or local remote: patchpack cannot probe it, DVC will say
+    report = check_remote(spec, write=False)
+    echo(report.render())
+    return None if report.ok else report.failures[0].detail
+
+
+def pull(
+    data: Path,
+    *,
+    root: Path = Path("."),
+    rebuild: bool = False,
+    echo: Callable[[str], None] = print,
+) -> bool:
+    """Pull ``data`` from the default DVC remote (or rebuild it) and verify it.
+
+    ``data`` is relative to ``root``, the project folder (or a folder inside it).
+
+    Returns ``True`` only when the folder matches the committed hash and passes ``verify``.
+
+    Raises
+    ------
+    RemoteError
+        When the remote cannot be used and ``rebuild`` is false (the message offers ``--rebuild``).
+    PatchpackError
+        When the rebuild itself fails (e.g. the source images are missing).
+    """
+    from patchpack.verify import verify
+
+    start = Path(root)
+    root = find_root(start)
+    tracked = tracked_output(root, data if data.is_absolute() else start / data)
+    committed = tracked.md5
+    problem = remote_problem(root, echo)
+    if problem is None:
+        proc = run_dvc(["pull", tracked.path], root, check=False)
+        if proc.returncode == 0:
+            echo(f"pulled {tracked.path} from the DVC remote")
+        else:
+            lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+            problem = f"`dvc pull {tracked.path}` failed: {' '.join(lines[-2:]) or proc.returncode}"
+    if problem is not None:
+        how = (
+            f"`dvc repro {tracked.stage}`"
+            if tracked.stage
+            else "nothing (it was added with `dvc add`)"
+        )
+        if not rebuild or tracked.stage is None:
+            raise RemoteError(
+                f"{problem} -- to rebuild {tracked.path} locally instead, run `patchpack pull --rebuild` "
+                f"(runs {how}; needs the source images)"
+            )
+        echo(f"remote unavailable: {problem}")
+        echo(f"rebuilding {tracked.path} locally with {how}")
+        proc = run_dvc(["repro", tracked.stage], root, check=False)
+        if proc.returncode != 0:
+            lines = [
+                line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()
+            ]
+            raise PatchpackError(
+                f"rebuild failed: `dvc repro {tracked.stage}` exited {proc.returncode}: "
+                f"{lines[-1] if lines else ''}; check that the stage's source images are present"
+            )
+        rebuilt = locked_md5(root, tracked)
+        if committed is not None and rebuilt != committed:
+            echo(
+                f"FAIL rebuilt {tracked.path} has md5 {rebuilt}, the committed dvc.lock says {committed}: "
+                f"not the partner's dataset (see `git diff dvc.lock`; `git checkout dvc.lock` restores it)"
+            )
+            return False
+        echo(f"rebuilt {tracked.path}: md5 {rebuilt} equals the committed dvc.lock")
+    state = out_status(root, tracked)
+    if state is not None:
+        echo(f"FAIL {tracked.path} is {state} relative to dvc.lock (`dvc status {tracked.target}`)")
+        return False
+    report = verify(root / tracked.path)
+    echo(report.render())
+    return report.ok

@@ -1,0 +1,306 @@
+"""End to end: a partner gets the identical dataset with ``git clone`` + ``dvc pull`` (or rebuilds it).
+
+Real components only: git, DVC and the ``patchpack`` console script run as subprocesses in temporary
+projects built from this repository's ``dvc.yaml`` (the extract stage), ``params.yaml`` (with small
+values) and ``src/``; the S3 remote is moto in server mode on loopback; images are PNGs written here.
+
+Project A extracts, configures the S3 remote, pushes and commits. Clones of A then play partners:
+B pulls, C rebuilds offline, D pulls with the read-only IAM policy, E finds the endpoint dead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from patchpack.remote import read_only_policy
+from s3server import free_port, moto_server, subprocess_env
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("bark", "sand", "stone")
+VERIFIED = re.compile(r"^verify \S*data/patches: OK$", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def server():
+    return moto_server()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return subprocess_env(tmp_path_factory.mktemp("home"))
+
+
+def run(args, cwd, env, ok=True):
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if ok and proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def write_image(path, seed, size=(128, 128)):
+    """A textured grayscale PNG: smooth random structure plus grain, like a photograph's patch."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(size[0] // 8, size[1] // 8), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize(size[::-1], Image.BILINEAR), dtype=np.int16)
+    pixels = np.clip(smooth + rng.integers(-20, 21, size), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def make_project(root, env, *, per_class, per_image=20, target_patches=16):
+    """A fresh git + DVC project: images/, params.yaml, the extract stage of dvc.yaml, src/."""
+    root.mkdir(parents=True)
+    for c, name in enumerate(CLASSES):
+        for i in range(per_class):
+            write_image(root / "images" / name / f"img{i:02d}.png", seed=100 * c + i)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["source"]["dir"] = "images"
+    params["extract"].update(patch_size=16, per_image=per_image, per_class=None, min_std=0.0)
+    params["split"].update(mode="region", block_size=32)
+    params["shards"]["target_patches"] = target_patches
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    pipeline["stages"] = {"extract": pipeline["stages"]["extract"]}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    shutil.copytree(
+        REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    run(["git", "init", "-q", "-b", "main"], root, env)
+    run(["dvc", "init", "-q"], root, env)
+    return root
+
+
+def commit(root, env, message):
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-q", "-m", message], root, env)
+
+
+def clone(source, target, env):
+    run(["git", "clone", "-q", str(source), str(target)], source.parent, env)
+    return target
+
+
+def file_hashes(folder, algorithm="sha256"):
+    """relative path -> hex digest, for every file under ``folder``."""
+    return {
+        path.relative_to(folder).as_posix(): hashlib.new(algorithm, path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def locked_md5(root):
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    (out,) = lock["stages"]["extract"]["outs"]
+    return out["md5"]
+
+
+@pytest.fixture(scope="module")
+def project_a(tmp_path_factory, server, env):
+    """Extracted, pushed to S3 and committed: what the data owner does once."""
+    root = make_project(tmp_path_factory.mktemp("owner") / "A", env, per_class=2)
+    run(["dvc", "repro", "extract"], root, env)
+    bucket = f"pp-share-{uuid.uuid4().hex[:10]}"
+    setup = run(
+        [
+            "patchpack",
+            "remote",
+            "s3",
+            f"s3://{bucket}/patches",
+            "--endpoint-url",
+            server.endpoint,
+            "--create-bucket",
+        ],
+        root,
+        env,
+    )
+    assert "usable for: push and pull" in setup.stdout
+    run(["dvc", "push"], root, env)
+    commit(root, env, "dataset v1")
+    return root, bucket
+
+
+def test_owner_commits_no_credentials(project_a, env):
+    root, bucket = project_a
+    tracked = run(["git", "ls-files"], root, env).stdout.split()
+    assert ".dvc/config" in tracked and ".dvc/config.local" not in tracked
+    assert "dvc.lock" in tracked and not any(path.startswith("data/patches") for path in tracked)
+    committed = (root / ".dvc" / "config").read_text()
+    assert (
+        env["AWS_SECRET_ACCESS_KEY"] not in committed and env["AWS_ACCESS_KEY_ID"] not in committed
+    )
+    assert f"url = s3://{bucket}/patches" in committed
+
+
+def test_partner_pulls_identical_dataset(project_a, env, tmp_path):
+    owner, _ = project_a
+    partner = clone(owner, tmp_path / "B", env)
+    run(["dvc", "pull"], partner, env)
+    verified = run(["patchpack", "verify"], partner, env)
+    assert "OK" in verified.stdout.splitlines()[0]
+    mine = file_hashes(partner / "data" / "patches")
+    assert mine == file_hashes(owner / "data" / "patches")
+    manifest = json.loads((partner / "data" / "patches" / "manifest.json").read_text())
+    assert len(manifest["shards"]) >= 3
+    assert {s["path"]: s["sha256"] for s in manifest["shards"]} == {
+        path: digest for path, digest in mine.items() if path.endswith(".h5")
+    }
+    assert "up to date" in run(["dvc", "status"], partner, env).stdout
+    repro = run(["dvc", "repro"], partner, env)
+    assert "Running stage" not in repro.stdout and "didn't change, skipping" in repro.stdout
+
+
+def test_offline_partner_rebuilds_byte_identical(project_a, env, tmp_path):
+    """No remote at all: `dvc repro` regenerates the shards with the md5s recorded in dvc.lock."""
+    owner, _ = project_a
+    partner = clone(owner, tmp_path / "C", env)
+    run(["dvc", "remote", "remove", "storage"], partner, env)
+    repro = run(["dvc", "repro"], partner, env)
+    assert "Running stage 'extract'" in repro.stdout
+    assert run(["git", "diff", "--stat", "dvc.lock"], partner, env).stdout == ""
+    md5 = locked_md5(partner)
+    listing = json.loads(
+        (owner / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_text()
+    )
+    assert {entry["relpath"]: entry["md5"] for entry in listing} == file_hashes(
+        partner / "data" / "patches", "md5"
+    )
+    assert file_hashes(partner / "data" / "patches") == file_hashes(owner / "data" / "patches")
+
+
+def test_read_only_partner_patchpack_pull(project_a, server, env, tmp_path):
+    """`patchpack pull` with the documented read-only IAM policy: pulled, then verified."""
+    owner, bucket = project_a
+    partner = clone(owner, tmp_path / "D", env)
+    key, secret = server.create_user(f"partner-{bucket}", read_only_policy(bucket, "patches"))
+    reader = dict(env, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
+    with server.iam_enforced():
+        pulled = run(["patchpack", "pull"], partner, reader)
+    assert "usable for: pull (write not checked)" in pulled.stdout
+    assert "pulled data/patches" in pulled.stdout
+    assert VERIFIED.search(pulled.stdout)
+    assert file_hashes(partner / "data" / "patches") == file_hashes(owner / "data" / "patches")
+
+
+def test_patchpack_pull_unreachable_then_rebuild(project_a, env, tmp_path):
+    owner, _ = project_a
+    partner = clone(owner, tmp_path / "E", env)
+    no_keys = dict(env, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="")
+    no_keys = {k: v for k, v in no_keys.items() if v}
+    refused = run(["patchpack", "pull"], partner, no_keys, ok=False)
+    assert refused.returncode == 2
+    assert (
+        "no AWS credentials found" in refused.stderr
+        and "patchpack pull --rebuild" in refused.stderr
+    )
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", dead], partner, env)
+    refused = run(["patchpack", "pull"], partner, env, ok=False)
+    assert refused.returncode == 2
+    assert f"cannot reach the S3 endpoint {dead}" in refused.stderr
+    assert not (partner / "data" / "patches").exists()
+
+    rebuilt = run(["patchpack", "pull", "--rebuild"], partner, env)
+    assert "equals the committed dvc.lock" in rebuilt.stdout
+    assert VERIFIED.search(rebuilt.stdout)
+    assert run(["git", "status", "--porcelain", "dvc.lock"], partner, env).stdout == ""
+    assert file_hashes(partner / "data" / "patches") == file_hashes(owner / "data" / "patches")
+
+
+def test_pull_with_objects_missing_from_remote_offers_rebuild(project_a, env, tmp_path):
+    owner, bucket = project_a
+    partner = clone(owner, tmp_path / "G", env)
+    run(
+        ["dvc", "remote", "modify", "--local", "storage", "url", f"s3://{bucket}/never-pushed"],
+        partner,
+        env,
+    )
+    result = run(["patchpack", "pull"], partner, env, ok=False)
+    assert result.returncode == 2
+    assert "`dvc pull data/patches` failed" in result.stderr
+    assert "patchpack pull --rebuild" in result.stderr
+
+
+def test_pull_fails_when_data_differs_from_lock(project_a, env, tmp_path):
+    """A rebuild that does not reproduce the committed hash never exits 0."""
+    owner, _ = project_a
+    partner = clone(owner, tmp_path / "F", env)
+    run(["dvc", "remote", "remove", "storage"], partner, env)
+    write_image(partner / "images" / CLASSES[0] / "img00.png", seed=424242)  # the sources changed
+    result = run(["patchpack", "pull", "--rebuild"], partner, env, ok=False)
+    assert result.returncode == 1
+    assert "the committed dvc.lock says" in result.stdout
+
+
+def test_local_directory_remote(tmp_path, env):
+    owner = make_project(tmp_path / "L", env, per_class=2)
+    run(["dvc", "repro", "extract"], owner, env)
+    store = tmp_path / "shared-drive" / "patchpack-dvc"
+    setup = run(["patchpack", "remote", "local", str(store)], owner, env)
+    assert "usable for: push and pull" in setup.stdout
+    run(["dvc", "push"], owner, env)
+    commit(owner, env, "dataset on a shared drive")
+    assert (store / "files" / "md5").is_dir()
+    partner = clone(owner, tmp_path / "L2", env)
+    pulled = run(["patchpack", "pull"], partner, env)
+    assert VERIFIED.search(pulled.stdout)
+    assert file_hashes(partner / "data" / "patches") == file_hashes(owner / "data" / "patches")
+
+
+def test_adding_an_image_changes_few_shards(tmp_path, server, env):
+    """Content-defined shard boundaries: one new image re-uploads a few shards, not the dataset."""
+    root = make_project(tmp_path / "S", env, per_class=6, per_image=40, target_patches=64)
+    bucket = f"pp-delta-{uuid.uuid4().hex[:10]}"
+    run(["dvc", "repro", "extract"], root, env)
+    run(
+        [
+            "patchpack",
+            "remote",
+            "s3",
+            f"s3://{bucket}/ds",
+            "--endpoint-url",
+            server.endpoint,
+            "--create-bucket",
+        ],
+        root,
+        env,
+    )
+    run(["dvc", "push"], root, env)
+    before_shards = {
+        s["sha256"] for s in json.loads((root / "data/patches/manifest.json").read_text())["shards"]
+    }
+    before = server.objects(bucket)
+
+    write_image(root / "images" / CLASSES[1] / "img02b.png", seed=99999)
+    run(["dvc", "repro", "extract"], root, env)
+    run(["dvc", "push"], root, env)
+    after_shards = {
+        s["sha256"] for s in json.loads((root / "data/patches/manifest.json").read_text())["shards"]
+    }
+    after = server.objects(bucket)
+
+    new_shards = after_shards - before_shards
+    uploaded = {key: size for key, size in after.items() if key not in before}
+    dataset_bytes = sum(after[key] for key in after if not key.endswith(".dir"))
+    print(
+        f"\nshards {len(before_shards)} -> {len(after_shards)}, new {len(new_shards)}; uploaded "
+        f"{len(uploaded)} objects, {sum(uploaded.values())} of {dataset_bytes} bytes"
+    )
+    assert len(before_shards) >= 10
+    assert 1 <= len(new_shards) <= 3  # region split: the image adds rows to train, val and test
+    assert len(uploaded) == len(new_shards) + 2  # + the new manifest.json and DVC's .dir listing
+    assert sum(uploaded.values()) < 0.35 * dataset_bytes
