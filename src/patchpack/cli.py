@@ -69,6 +69,55 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from patchpack.train import train_model
+
+    params = _params(args)
+    _log_progress()
+    with _dataset_required():
+        summary = train_model(
+            params,
+            args.model,
+            data=Path(args.data),
+            models_dir=Path(args.models),
+            live_dir=Path(args.live) / args.model,
+        )
+    print(
+        f"trained {args.model} on {summary['device']}: best epoch {summary['best_epoch']} of "
+        f"{summary['epochs']}, val accuracy {summary['val_accuracy']:.4f}, "
+        f"{summary['seconds_per_epoch']:.1f} s per epoch; wrote {summary['path']}"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from patchpack.evaluate import evaluate_model
+
+    params = _params(args)
+    out = Path(args.out) / args.model
+    with _dataset_required():
+        metrics = evaluate_model(
+            params, args.model, data=Path(args.data), models_dir=Path(args.models), out_dir=out
+        )
+    print(
+        f"{args.model} on {metrics['test_patches']} test patches: accuracy {metrics['accuracy']:.4f}, "
+        f"macro F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; wrote {out}"
+    )
+    return 0
+
+
+def _log_progress() -> None:
+    """Show patchpack's INFO messages (device, best epoch) on stderr."""
+    import logging
+
+    logger = logging.getLogger("patchpack")
+    if not logger.handlers:  # main() may run more than once in one process (tests)
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("patchpack: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 @contextlib.contextmanager
 def _dataset_required() -> Iterator[None]:
     """For verbs that read a dataset, a missing or unreadable one is bad input (exit 2), not a failed check."""
@@ -145,7 +194,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_remote_verbs(verb)
 
-    _ = MODELS  # train/evaluate verbs are registered below
+    sub = verb("train", cmd_train, "train a model on the train split, keeping the best val epoch")
+    with_params(sub)
+    sub.add_argument("--model", required=True, choices=MODELS, help="which model to train")
+    sub.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="dataset folder (default: data/patches)"
+    )
+    sub.add_argument(
+        "--models", default="models", help="folder for <model>.keras (default: models)"
+    )
+    sub.add_argument("--live", default="dvclive", help="DVCLive folder, one subfolder per model")
+
+    sub = verb(
+        "evaluate", cmd_evaluate, "score a trained model on the test split: metrics and plots"
+    )
+    with_params(sub)
+    sub.add_argument("--model", required=True, choices=MODELS, help="which model to evaluate")
+    sub.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="dataset folder (default: data/patches)"
+    )
+    sub.add_argument(
+        "--models", default="models", help="folder holding <model>.keras (default: models)"
+    )
+    sub.add_argument(
+        "--out", default="eval", help="output folder, one subfolder per model (default: eval)"
+    )
     return parser
 
 

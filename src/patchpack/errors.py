@@ -30,3 +30,7 @@ class IntegrityError(PatchpackError):
 
 class RemoteError(PatchpackError):
     """A DVC remote cannot be used: no credentials, unreachable endpoint, no bucket, no permission."""
+
+
+class ModelError(PatchpackError):
+    """A model file is missing, unreadable or does not fit the dataset."""

@@ -1,0 +1,497 @@
+"""Batches of patches streamed from HDF5 shards, for Keras (``PyDataset``) and plain numpy::
+
+    from patchpack.loader import open_dataset
+
+    with open_dataset("data/patches") as dataset:
+        train = dataset.split("train")
+        for images, labels in train.batches(batch_size=64, seed=0, epoch=0):
+            ...  # images: uint8 (n, h, w, c); labels: int32 (n,)
+        model.fit(train.as_pydataset(batch_size=64, seed=0), shuffle=False)
+
+How an epoch is shuffled
+------------------------
+A fully random permutation of the patches would make every patch of a batch cost a whole compressed
+HDF5 chunk (``chunk_patches`` rows) to decode, and reading whole shards in order would hand the model
+batches of patches from one source image. The loader takes the middle road, in two levels:
+
+1. Each shard is cut into *windows* of ``chunk_patches`` consecutive rows, aligned with the HDF5
+   chunks, so a window is read with one contiguous read that decodes whole chunks once. The windows of
+   all shards are shuffled together (this also shuffles the order of shards).
+2. The shuffled windows are taken in *groups* of ``shuffle_buffer`` patches (rounded down to whole
+   windows, at least one; by default as many patches as fill 16 MiB: 16384 patches of 32x32
+   grayscale, 106 of 224x224 RGB). A group is read into memory and its patches are permuted there;
+   batches are cut from the concatenated groups, and a batch may straddle two groups.
+
+A larger ``shuffle_buffer`` mixes patches from more windows (hence more source images and shards)
+into each batch, at the cost of memory: up to ``max(3, workers + 2)`` groups are held at once,
+about 64 MiB with the default buffer and two workers. The order is a
+function of ``(seed, epoch)`` only (``np.random.default_rng([seed, epoch, ...])``), never of timing
+or worker count, and every patch is visited exactly once per epoch, the last batch being partial
+when the split size is not a multiple of the batch size. Without ``shuffle`` the order is the
+canonical one (shards in manifest order, rows in order), as evaluation wants.
+
+Parallelism: batches are read ahead by threads (``workers``), through Keras' ``PyDataset`` workers or
+the numpy iterator's own pool. h5py serializes calls into HDF5, so the threads overlap reading with
+the model's work rather than decode several chunks at once; nothing is loaded beyond the groups in
+the cache, so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+
+from patchpack.manifest import Manifest, load_manifest
+from patchpack.shards import ShardReader
+
+DEFAULT_CHUNK_PATCHES = 64
+DEFAULT_BUFFER_BYTES = 16 * 2**20
+DEFAULT_CACHE_GROUPS = 3
+
+# Streams of the per-epoch generators: default_rng([seed, epoch, STREAM, ...]).
+_WINDOW_STREAM = 0
+_GROUP_STREAM = 1
+
+
+class Window(NamedTuple):
+    """Rows ``start:stop`` of shard number ``shard`` (an index into the split's shard list)."""
+
+    shard: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """The order of one epoch, computed without reading pixels.
+
+    Attributes
+    ----------
+    groups : tuple of tuple of Window
+        The windows of each group, in reading order.
+    offsets : ndarray of shape (n_groups + 1,), int64
+        Position in the epoch's stream of each group's first patch; the last entry is the total.
+    seed, epoch : int
+        What the order is a function of.
+    shuffle : bool
+        Whether windows and the patches within a group are permuted.
+    """
+
+    groups: tuple[tuple[Window, ...], ...]
+    offsets: np.ndarray
+    seed: int
+    epoch: int
+    shuffle: bool
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def permutation(self, group: int) -> np.ndarray | None:
+        """How group ``group``'s patches are permuted once read (``None``: kept in order)."""
+        if not self.shuffle:
+            return None
+        size = int(self.offsets[group + 1] - self.offsets[group])
+        rng = np.random.default_rng([self.seed, self.epoch, _GROUP_STREAM, group])
+        return rng.permutation(size)
+
+    def order(self) -> list[tuple[int, int]]:
+        """Every patch of the epoch as ``(shard, row)``, in the order batches deliver them."""
+        result: list[tuple[int, int]] = []
+        for index, group in enumerate(self.groups):
+            rows = [(w.shard, row) for w in group for row in range(w.start, w.stop)]
+            perm = self.permutation(index)
+            result += rows if perm is None else [rows[i] for i in perm]
+        return result
+
+
+def plan_epoch(
+    sizes: Sequence[int],
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    window: int = DEFAULT_CHUNK_PATCHES,
+    shuffle_buffer: int = 1024,
+) -> EpochPlan:
+    """Plan an epoch over shards of ``sizes`` patches (see the module docstring). Pure and cheap.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Patches in each shard, in canonical shard order.
+    seed, epoch : int
+        The order is a function of these two only.
+    shuffle : bool, default True
+        False gives the canonical order: shards in order, rows in order.
+    window : int, default 64
+        Rows per window: the shards' ``chunk_patches``, so a window decodes whole chunks.
+    shuffle_buffer : int, default 1024
+        Patches per group (rounded down to whole windows, at least one) permuted in memory.
+    """
+    if window < 1 or shuffle_buffer < 1:
+        raise ValueError(
+            f"window and shuffle_buffer must be at least 1 (received {window}, {shuffle_buffer})"
+        )
+    windows = [
+        Window(shard, start, min(start + window, size))
+        for shard, size in enumerate(sizes)
+        for start in range(0, size, window)
+    ]
+    if shuffle:
+        rng = np.random.default_rng([seed, epoch, _WINDOW_STREAM])
+        windows = [windows[i] for i in rng.permutation(len(windows))]
+    per_group = max(1, shuffle_buffer // window)
+    groups = tuple(tuple(windows[i : i + per_group]) for i in range(0, len(windows), per_group))
+    sizes_of_groups = [sum(w.stop - w.start for w in group) for group in groups]
+    offsets = np.concatenate([[0], np.cumsum(sizes_of_groups, dtype=np.int64)]).astype(np.int64)
+    return EpochPlan(groups=groups, offsets=offsets, seed=seed, epoch=epoch, shuffle=shuffle)
+
+
+class PatchDataset:
+    """An extracted dataset folder (``manifest.json`` and shards), opened for reading.
+
+    Use :func:`open_dataset`. Closing it closes the shard files its splits opened.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.folder = manifest.folder
+        self.class_names = manifest.class_names
+        self.patch_size = manifest.patch_size
+        self.channels = manifest.channels
+        shard_params = manifest.raw.get("params", {}).get("shards", {})
+        self.chunk_patches = int(shard_params.get("chunk_patches", DEFAULT_CHUNK_PATCHES))
+        self._splits: dict[str, Split] = {}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(patch_size, patch_size, channels)``: the shape of one patch."""
+        return (self.patch_size, self.patch_size, self.channels)
+
+    def split(self, name: str) -> Split:
+        """The ``train``, ``val`` or ``test`` patches."""
+        if name not in self._splits:
+            entries = self.manifest.shards_for(name)
+            self._splits[name] = Split(
+                name,
+                [self.folder / entry.path for entry in entries],
+                [entry.patches for entry in entries],
+                chunk_patches=self.chunk_patches,
+                patch_bytes=math.prod(self.input_shape),
+            )
+        return self._splits[name]
+
+    def close(self) -> None:
+        for split in self._splits.values():
+            split.close()
+
+    def __enter__(self) -> PatchDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_dataset(folder: str | Path) -> PatchDataset:
+    """Open the dataset in ``folder`` (``manifest.json`` and ``<split>/shard-NNNNN.h5``).
+
+    Raises
+    ------
+    IntegrityError
+        When the manifest is missing or unreadable; shards are opened (and checked) when first read.
+    """
+    return PatchDataset(load_manifest(folder))
+
+
+class Split:
+    """The patches of one split, read in batches. Shard files are opened on first use and shared."""
+
+    def __init__(
+        self,
+        name: str,
+        paths: Sequence[Path],
+        sizes: Sequence[int],
+        *,
+        chunk_patches: int = DEFAULT_CHUNK_PATCHES,
+        patch_bytes: int = 1024,
+    ) -> None:
+        self.name = name
+        self.paths = list(paths)
+        self.sizes = [int(size) for size in sizes]
+        self.chunk_patches = chunk_patches
+        self.patch_bytes = patch_bytes
+        self._readers: dict[int, ShardReader] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def num_batches(self, batch_size: int) -> int:
+        """Batches per epoch, the last one partial when ``len(self)`` is not a multiple."""
+        return math.ceil(len(self) / batch_size)
+
+    def labels(self) -> np.ndarray:
+        """All labels in canonical order (what ``shuffle=False`` delivers), int32 of shape (n,)."""
+        if not self.paths:
+            return np.empty(0, np.int32)
+        return np.concatenate([self.reader(i).labels for i in range(len(self.paths))]).astype(
+            np.int32, copy=False
+        )
+
+    def plan(
+        self,
+        *,
+        seed: int,
+        epoch: int,
+        shuffle: bool = True,
+        shuffle_buffer: int | None = None,
+    ) -> EpochPlan:
+        """This split's :class:`EpochPlan` for ``(seed, epoch)``."""
+        if shuffle_buffer is None:
+            shuffle_buffer = max(1, DEFAULT_BUFFER_BYTES // self.patch_bytes)
+        return plan_epoch(
+            self.sizes,
+            seed=seed,
+            epoch=epoch,
+            shuffle=shuffle,
+            window=self.chunk_patches,
+            shuffle_buffer=shuffle_buffer,
+        )
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        workers: int = 2,
+        shuffle_buffer: int | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield one epoch as ``(images, labels)`` batches, read ahead by ``workers`` threads.
+
+        Parameters
+        ----------
+        batch_size : int
+            Patches per batch; the last batch holds the remainder.
+        seed, epoch : int, default 0
+            The order is a function of these two only.
+        shuffle : bool, default True
+            False gives the canonical order.
+        workers : int, default 2
+            Threads reading ahead; 0 reads in the calling thread.
+        shuffle_buffer : int, optional
+            Patches shuffled together in memory (see the module docstring); default: as many as
+            fill 16 MiB.
+
+        Yields
+        ------
+        images : ndarray of shape (n, height, width, n_channels), uint8
+        labels : ndarray of shape (n,), int32
+        """
+        source = self._source(batch_size, seed, epoch, shuffle, shuffle_buffer, workers)
+        if workers <= 0:
+            for index in range(source.num_batches):
+                yield source.batch(index)
+            return
+        # Threads read whole groups ahead; batches are slices of them, cut here. A thread per batch
+        # would cost more in hand-offs than slicing does.
+        submitted = 0
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="patchpack-loader") as pool:
+            for index in range(source.num_batches):
+                wanted = min(len(source.plan.groups), source.last_group(index) + 1 + workers)
+                while submitted < wanted:
+                    pool.submit(source.prefetch, submitted)
+                    submitted += 1
+                yield source.batch(index)
+
+    def as_pydataset(
+        self,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        workers: int = 2,
+        max_queue_size: int = 10,
+        shuffle_buffer: int | None = None,
+    ) -> ShardSequence:
+        """This split as a :class:`keras.utils.PyDataset` for ``model.fit``/``predict``.
+
+        It starts at ``epoch`` and moves to the next epoch's order at each ``on_epoch_end``. Pass
+        ``shuffle=False`` to ``model.fit``: the order is already shuffled, by seed and epoch.
+        """
+        return ShardSequence(
+            self,
+            batch_size,
+            seed=seed,
+            epoch=epoch,
+            shuffle=shuffle,
+            workers=workers,
+            max_queue_size=max_queue_size,
+            shuffle_buffer=shuffle_buffer,
+        )
+
+    def reader(self, shard: int) -> ShardReader:
+        """The open reader of shard number ``shard``, opened on first use."""
+        with self._lock:
+            reader = self._readers.get(shard)
+            if reader is None:
+                reader = self._readers[shard] = ShardReader(self.paths[shard])
+            return reader
+
+    def close(self) -> None:
+        with self._lock:
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()
+
+    def _source(
+        self,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        shuffle: bool,
+        shuffle_buffer: int | None,
+        workers: int,
+    ) -> _BatchSource:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer (received {batch_size!r})")
+        plan = self.plan(seed=seed, epoch=epoch, shuffle=shuffle, shuffle_buffer=shuffle_buffer)
+        return _BatchSource(
+            self, plan, batch_size, cache_groups=max(DEFAULT_CACHE_GROUPS, workers + 2)
+        )
+
+
+class ShardSequence(keras.utils.PyDataset):
+    """A :class:`Split` as a Keras ``PyDataset``: batch ``i`` of the current epoch, read by workers.
+
+    ``__getitem__`` is random access, so Keras' worker threads can read several batches ahead; the
+    groups they share are read once and cached. ``on_epoch_end`` moves to the next epoch's order.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        workers: int = 2,
+        max_queue_size: int = 10,
+        shuffle_buffer: int | None = None,
+    ) -> None:
+        super().__init__(workers=max(1, workers), max_queue_size=max_queue_size)
+        self.split = split
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = epoch
+        self.shuffle = shuffle
+        self.shuffle_buffer = shuffle_buffer
+        self._source = split._source(batch_size, seed, epoch, shuffle, shuffle_buffer, workers)
+
+    def __len__(self) -> int:
+        return self._source.num_batches
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
+        return self._source.batch(index)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._source = self.split._source(
+            self.batch_size, self.seed, self.epoch, self.shuffle, self.shuffle_buffer, self.workers
+        )
+
+
+class _Slot:
+    """One cached group: filled once by whichever thread gets there first."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value: tuple[np.ndarray, np.ndarray] | None = None
+
+
+class _BatchSource:
+    """Batches of one epoch plan, by index, thread-safe; reads each group once while it is cached."""
+
+    def __init__(
+        self, split: Split, plan: EpochPlan, batch_size: int, *, cache_groups: int
+    ) -> None:
+        self.split = split
+        self.plan = plan
+        self.batch_size = batch_size
+        self.num_batches = math.ceil(len(plan) / batch_size)
+        self._cache: collections.OrderedDict[int, _Slot] = collections.OrderedDict()
+        self._capacity = cache_groups
+        self._lock = threading.Lock()
+
+    def last_group(self, index: int) -> int:
+        """The last group that batch ``index`` takes patches from."""
+        hi = min((index + 1) * self.batch_size, len(self.plan))
+        return int(np.searchsorted(self.plan.offsets, hi, side="left")) - 1
+
+    def prefetch(self, group: int) -> None:
+        """Read group ``group`` into the cache; errors surface when a batch needs the group."""
+        with contextlib.suppress(Exception):
+            self._group(group)
+
+    def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        lo = index * self.batch_size
+        hi = min(lo + self.batch_size, len(self.plan))
+        offsets = self.plan.offsets
+        first = int(np.searchsorted(offsets, lo, side="right")) - 1
+        parts = []
+        group = first
+        while group < len(self.plan.groups) and offsets[group] < hi:
+            images, labels = self._group(group)
+            a = max(lo, int(offsets[group])) - int(offsets[group])
+            b = min(hi, int(offsets[group + 1])) - int(offsets[group])
+            parts.append((images[a:b], labels[a:b]))
+            group += 1
+        if len(parts) == 1:
+            return parts[0]
+        return (
+            np.concatenate([images for images, _ in parts]),
+            np.concatenate([labels for _, labels in parts]),
+        )
+
+    def _group(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            slot = self._cache.get(group)
+            if slot is None:
+                slot = self._cache[group] = _Slot()
+            self._cache.move_to_end(group)
+            while len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        with slot.lock:
+            if slot.value is None:
+                slot.value = self._read(group)
+            return slot.value
+
+    def _read(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        windows = self.plan.groups[group]
+        images_parts: list[Any] = []
+        labels_parts: list[Any] = []
+        for window in windows:
+            images, labels = self.split.reader(window.shard).read(window.start, window.stop)
+            images_parts.append(images)
+            labels_parts.append(labels)
+        images = np.concatenate(images_parts) if len(images_parts) > 1 else images_parts[0]
+        labels = np.concatenate(labels_parts).astype(np.int32, copy=False)
+        perm = self.plan.permutation(group)
+        if perm is not None:
+            images, labels = images[perm], labels[perm]
+        return images, labels
