@@ -28,6 +28,7 @@ from PIL import Image
 from patchpack.extract import Job, build_shard, extract
 from patchpack.params import SPLITS, Params, params_from_dict
 from patchpack.plan import cut_shards, plan_images, split_counts
+from patchpack.shards import ShardData, file_sha256, write_shard
 from patchpack.sources import catalog, export_demo
 
 
@@ -86,6 +87,47 @@ def write_npz(params: Params, out: Path) -> int:
     return written
 
 
+def store_shards(parts: list[tuple[str, ShardData]], params: Params, out: Path) -> int:
+    """Storage only: write shards and hash them, as extract() does, from patches in memory."""
+    for index, (split, data) in enumerate(parts):
+        path = out / split / f"shard-{index:05d}.h5"
+        write_shard(
+            path,
+            data,
+            chunk_patches=params.shards.chunk_patches,
+            compression=params.shards.compression,
+            level=params.shards.level,
+        )
+        file_sha256(path), data.content_sha256(), data.patch_digests()
+    return sum(len(data) for _, data in parts)
+
+
+def store_pngs(parts: list[tuple[str, ShardData]], class_names: list[str], out: Path) -> int:
+    """Storage only: one PNG file per patch, from patches in memory."""
+    for split, data in parts:
+        for row in range(len(data)):
+            folder = out / split / class_names[int(data.labels[row])]
+            folder.mkdir(parents=True, exist_ok=True)
+            patch = data.images[row]
+            name = f"{data.source_of(row).replace('/', '_')}_{int(data.patch_index[row]):06d}.png"
+            Image.fromarray(patch[:, :, 0] if patch.shape[2] == 1 else patch).save(folder / name)
+    return sum(len(data) for _, data in parts)
+
+
+def store_npz(parts: list[tuple[str, ShardData]], out: Path) -> int:
+    """Storage only: one compressed .npz per split, from patches in memory."""
+    out.mkdir(parents=True)
+    for split in SPLITS:
+        chosen = [data for name, data in parts if name == split]
+        if chosen:
+            np.savez_compressed(
+                out / f"{split}.npz",
+                images=np.concatenate([d.images for d in chosen]),
+                labels=np.concatenate([d.labels for d in chosen]),
+            )
+    return sum(len(data) for _, data in parts)
+
+
 def folder_bytes(folder: Path) -> tuple[int, int]:
     """(sum of file sizes, bytes the file system allocates for them)."""
     files = [path.stat() for path in folder.rglob("*") if path.is_file()]
@@ -97,6 +139,22 @@ def timed(label: str, func, out: Path) -> tuple[str, float, int, tuple[int, int]
     count = func(out)
     seconds = time.perf_counter() - start
     return label, seconds, count, folder_bytes(out)
+
+
+def report(rows: list[tuple[str, float, int, tuple[int, int]]]) -> None:
+    _, png_seconds, png_count, (png_bytes, png_alloc) = rows[1]
+    print(
+        f"{'format':<26}{'patches/s':>11}{'speed':>8}{'bytes/patch':>13}{'size':>7}"
+        f"{'allocated/patch':>17}{'size':>7}"
+    )
+    for label, seconds, count, (size, alloc) in rows:
+        speed = (count / seconds) / (png_count / png_seconds)
+        ratio = (size / count) / (png_bytes / png_count)
+        alloc_ratio = (alloc / count) / (png_alloc / png_count)
+        print(
+            f"{label:<26}{count / seconds:>11,.0f}{speed:>7.1f}x{size / count:>13,.0f}"
+            f"{ratio:>6.2f}x{alloc / count:>17,.0f}{alloc_ratio:>6.2f}x"
+        )
 
 
 def peak_rss_mb(source: Path, per_image: int, out: Path) -> float:
@@ -135,23 +193,29 @@ def main() -> None:
             timed("PNG file per patch", lambda out: write_pngs(params, out), root / "png"),
             timed("numpy .npz (compressed)", lambda out: write_npz(params, out), root / "npz"),
         ]
-        _, png_seconds, png_count, (png_bytes, png_alloc) = rows[1]
         print(
             f"demo: {len(list(source.rglob('*.*')))} photographs, {args.per_image} patches each, "
             f"{params.extract.patch_size}x{params.extract.patch_size}x{params.source.channels}"
         )
-        print(
-            f"{'format':<26}{'patches/s':>11}{'speed':>8}{'bytes/patch':>13}{'size':>7}"
-            f"{'allocated/patch':>17}{'size':>7}"
-        )
-        for label, seconds, count, (size, alloc) in rows:
-            speed = (count / seconds) / (png_count / png_seconds)
-            ratio = (size / count) / (png_bytes / png_count)
-            alloc_ratio = (alloc / count) / (png_alloc / png_count)
-            print(
-                f"{label:<26}{count / seconds:>11,.0f}{speed:>7.1f}x{size / count:>13,.0f}"
-                f"{ratio:>6.2f}x{alloc / count:>17,.0f}{alloc_ratio:>6.2f}x"
-            )
+        print("\nend to end (decode photographs, cut patches, store):")
+        report(rows)
+        class_names, all_jobs = jobs(params, root)
+        parts = [(job.spec.split, build_shard(job)) for job in all_jobs]
+        stored = [
+            timed(
+                "patchpack (zstd HDF5)",
+                lambda out: store_shards(parts, params, out),
+                root / "s-shards",
+            ),
+            timed(
+                "PNG file per patch",
+                lambda out: store_pngs(parts, class_names, out),
+                root / "s-png",
+            ),
+            timed("numpy .npz (compressed)", lambda out: store_npz(parts, out), root / "s-npz"),
+        ]
+        print("\nstorage only (the same patches already in memory):")
+        report(stored)
         print("(speed and size are ratios against the PNG baseline, measured in this run)")
         small = peak_rss_mb(source, args.per_image // 4, root / "rss-small")
         large = peak_rss_mb(source, args.per_image, root / "rss-large")
