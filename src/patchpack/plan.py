@@ -36,6 +36,7 @@ import numpy as np
 
 from patchpack.errors import ConfigError, SourceError
 from patchpack.params import SPLITS, ExtractParams, SplitParams
+from patchpack.shards import shard_name
 from patchpack.sources import SourceImage
 
 STREAM_SPLIT = 1
@@ -122,7 +123,7 @@ class ShardSpec:
 
     @property
     def path(self) -> str:
-        return f"{self.split}/shard-{self.index:05d}.h5"
+        return f"{self.split}/{shard_name(self.index)}"
 
     @property
     def patches(self) -> int:
