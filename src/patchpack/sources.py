@@ -24,7 +24,6 @@ Float images (mode ``F``) are refused: their scale is unknown. Multi-frame TIFFs
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import warnings
@@ -35,6 +34,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from patchpack.errors import SourceError
+from patchpack.shards import file_sha256
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 FORMATS = ("PNG", "JPEG", "TIFF")
@@ -166,7 +166,7 @@ def _inspect(
         path=path,
         width=width,
         height=height,
-        sha256=_file_sha256(path),
+        sha256=file_sha256(path),
     )
 
 
@@ -246,14 +246,6 @@ def _to_channels(image: Image.Image, channels: int) -> Image.Image:
     elif image.mode == "RGBA":
         image = image.convert("RGB")
     return image.convert("L" if channels == 1 else "RGB")
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def demo_folder() -> Path:
