@@ -50,26 +50,19 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
     return elapsed
 
 
+def extract_into(work: Path, out: Path, env: dict[str, str]) -> None:
+    """Run the extract stage on ``work/demo`` with ``work/params.yaml``, into ``out``."""
+    command = ["patchpack", "extract", "--params", "params.yaml", "--source", str(work / "demo")]
+    run([*command, "--out", str(out)], work, env)
+
+
 def extract_demo(work: Path, env: dict[str, str], per_image: int) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["extract"]["per_image"] = per_image
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["patchpack", "sources", "--out", str(work / "demo")], work, env)
     out = work / "patches"
-    run(
-        [
-            "patchpack",
-            "extract",
-            "--params",
-            "params.yaml",
-            "--source",
-            str(work / "demo"),
-            "--out",
-            str(out),
-        ],
-        work,
-        env,
-    )
+    extract_into(work, out, env)
     return out
 
 
@@ -127,20 +120,7 @@ def add_one_image(
         image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
             source.with_name("brick-mirrored.png")
         )
-    run(
-        [
-            "patchpack",
-            "extract",
-            "--params",
-            "params.yaml",
-            "--source",
-            str(work / "demo"),
-            "--out",
-            str(owner / "data"),
-        ],
-        work,
-        env,
-    )
+    extract_into(work, owner / "data", env)
     run(["dvc", "add", "data"], owner, env)
     push = run(["dvc", "push"], owner, env)
     after_shards = {s.sha256 for s in load_manifest(owner / "data").shards}

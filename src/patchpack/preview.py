@@ -27,24 +27,24 @@ def sample_patches(folder: Path, per_cell: int) -> dict[tuple[str, int], np.ndar
     samples : dict of (split, label) -> ndarray of shape (k, h, w, c), uint8
     """
     manifest = load_manifest(folder)
+    labels = range(len(manifest.class_names))
     samples: dict[tuple[str, int], np.ndarray] = {}
     for split in SPLITS:
-        for label in range(len(manifest.class_names)):
-            picked: list[np.ndarray] = []
-            total = sum(manifest.raw["counts"][split]["per_class"].values())
-            want = per_cell
-            for entry in manifest.shards_for(split):
-                if len(picked) >= want or total == 0:
-                    break
-                with ShardReader(folder / entry.path) as reader:
+        picked: dict[int, list[np.ndarray]] = {label: [] for label in labels}
+        for entry in manifest.shards_for(split):
+            if all(len(found) >= per_cell for found in picked.values()):
+                break
+            with ShardReader(folder / entry.path) as reader:
+                for label, found in picked.items():
                     rows = np.nonzero(reader.labels == label)[0]
-                    if len(rows) == 0:
+                    if len(found) >= per_cell or len(rows) == 0:
                         continue
-                    step = max(1, len(rows) // want)
-                    images, _ = reader.take(rows[::step][: want - len(picked)])
-                    picked.extend(images)
-            if picked:
-                samples[split, label] = np.stack(picked)
+                    step = max(1, len(rows) // per_cell)
+                    images, _ = reader.take(rows[::step][: per_cell - len(found)])
+                    found.extend(images)
+        for label, found in picked.items():
+            if found:
+                samples[split, label] = np.stack(found)
     return samples
 
 
