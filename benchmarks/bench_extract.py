@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from patchpack.extract import Job, build_shard, extract
+from patchpack.dataset.extract import Job, build_shard, extract
+from patchpack.dataset.io import file_sha256
+from patchpack.dataset.plan import cut_shards, plan_images, split_counts
+from patchpack.dataset.shards import ShardData, write_shard
+from patchpack.dataset.sources import catalog, export_demo
 from patchpack.params import SPLITS, Params, params_from_dict
-from patchpack.plan import cut_shards, plan_images, split_counts
-from patchpack.shards import ShardData, file_sha256, write_shard
-from patchpack.sources import catalog, export_demo
 
 
 def demo_params(source: Path, per_image: int) -> Params:
@@ -162,7 +163,7 @@ def peak_rss_mb(source: Path, per_image: int, out: Path) -> float:
     code = (
         "import resource, sys; from pathlib import Path;"
         "sys.path.insert(0, 'benchmarks'); from bench_extract import demo_params;"
-        "from patchpack.extract import extract;"
+        "from patchpack.dataset.extract import extract;"
         f"extract(demo_params(Path({str(source)!r}), {per_image}), out=Path({str(out)!r}));"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
@@ -186,7 +187,7 @@ def main() -> None:
             timed(
                 "patchpack (zstd HDF5)",
                 lambda out: sum(
-                    e["patches"] for e in extract(params, out=out, workers=args.workers)["shards"]
+                    e.patches for e in extract(params, out=out, workers=args.workers).shards
                 ),
                 root / "shards",
             ),

@@ -3,7 +3,7 @@
 All three read the same patches in a shuffled order (a new permutation per epoch) and deliver
 ``(images uint8 (n, h, w, c), labels int32 (n,))`` batches, in one process:
 
-* shards: ``patchpack.loader`` (windows of whole chunks, a shuffle buffer, reader threads);
+* shards: ``patchpack.training.loader`` (windows of whole chunks, a shuffle buffer, reader threads);
 * PNG folder: one file per patch, decoded with Pillow in a thread pool of the same size;
 * in memory: a numpy array indexed with the shuffled order, the upper bound.
 
@@ -18,7 +18,6 @@ Targets: shards at least 30x the PNG folder and at least 0.5x in-memory.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -29,16 +28,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from patchpack.loader import open_dataset
-from patchpack.manifest import fingerprint, write_json_atomic
-from patchpack.shards import FORMAT_VERSION, ShardData, file_sha256, shard_name, write_shard
+from patchpack.dataset.io import manifest_json
+from patchpack.dataset.manifest import Manifest, ShardEntry, SplitCount
+from patchpack.dataset.shards import FORMAT_VERSION, ShardData, shard_name, write_shard
+from patchpack.params import DatasetParams, ExtractParams, ShardParams
+from patchpack.training.loader import open_dataset
 
 
 def synthetic_dataset(
     folder: Path, *, patches: int, patch_size: int, channels: int, per_shard: int, chunk: int
 ) -> Path:
-    """A train split of textured patches in zstd shards, with the manifest the extractor writes."""
+    """A train split of textured patches in zstd shards, with a manifest built by the extractor's classes."""
     rng = np.random.default_rng(0)
+    names = [f"c{k}" for k in range(8)]
     entries = []
     for index, start in enumerate(range(0, patches, per_shard)):
         n = min(per_shard, patches - start)
@@ -57,7 +59,7 @@ def synthetic_dataset(
             coords=np.zeros((n, 2), np.int32),
             attrs={
                 "format_version": FORMAT_VERSION,
-                "class_names": json.dumps([f"c{k}" for k in range(8)]),
+                "class_names": manifest_json(names).strip(),
                 "split": "train",
                 "patch_size": patch_size,
                 "channels": channels,
@@ -65,32 +67,24 @@ def synthetic_dataset(
         )
         relative = f"train/{shard_name(index)}"
         write_shard(folder / relative, data, chunk_patches=chunk, compression="zstd", level=3)
-        entries.append(
-            {
-                "path": relative,
-                "split": "train",
-                "patches": n,
-                "sha256": file_sha256(folder / relative),
-                "content_sha256": data.content_sha256(),
-                "patch_digests": "",
-            }
-        )
-    names = [f"c{k}" for k in range(8)]
-    write_json_atomic(
-        folder / "manifest.json",
-        {
-            "format_version": FORMAT_VERSION,
-            "class_names": names,
-            "params": {
-                "seed": 0,
-                "channels": channels,
-                "extract": {"patch_size": patch_size},
-                "shards": {"chunk_patches": chunk, "compression": "zstd", "level": 3},
-            },
-            "shards": entries,
-            "fingerprint": fingerprint(names, entries),
-        },
+        entries.append(ShardEntry.of(relative, "train", folder / relative, data))
+    empty = dict.fromkeys(names, 0)
+    counts = {
+        "train": SplitCount(
+            total=patches,
+            per_class={n: patches // 8 + (k < patches % 8) for k, n in enumerate(names)},
+        ),
+        "val": SplitCount(total=0, per_class=empty),
+        "test": SplitCount(total=0, per_class=empty),
+    }
+    params = DatasetParams(
+        channels=channels,
+        extract=ExtractParams(patch_size=patch_size),
+        shards=ShardParams(target_patches=per_shard, chunk_patches=chunk),
     )
+    Manifest.create(
+        class_names=names, params=params, sources=[], counts=counts, shards=entries
+    ).write(folder)
     return folder
 
 

@@ -1,6 +1,6 @@
 """Share a dataset through DVC: patchpack shards vs one PNG file per patch.
 
-In one run against a loopback S3 server (moto in server mode, from tests/s3server.py), the same
+In one run against a loopback S3 server (moto in server mode, from tests/support/s3server.py), the same
 patches are tracked twice with ``dvc add`` -- once as patchpack's HDF5 shards, once as one PNG per
 patch -- and each is timed through ``dvc push`` to an empty prefix and ``dvc pull`` into a project with
 an empty cache. Hashing (``dvc add``) is not timed: it happens once, on the owner's machine.
@@ -35,9 +35,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from patchpack.manifest import load_manifest  # noqa: E402
-from patchpack.shards import read_shard  # noqa: E402
-from s3server import MotoS3, moto_server, subprocess_env  # noqa: E402  (a test helper, found via sys.path)
+from patchpack.dataset.manifest import load_manifest  # noqa: E402
+from patchpack.dataset.shards import read_shard  # noqa: E402
+from support.s3server import MotoS3, moto_server, subprocess_env  # noqa: E402  (a test helper, found via sys.path)
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from imagefolder import make_folder
+from support.images import make_folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -1,19 +1,14 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from imagefolder import make_folder, write_params
+from support.commands import run_patchpack
+from support.images import make_folder, write_params
 
-PATCHPACK = [sys.executable, "-m", "patchpack.cli"]
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PATCHPACK, *args], cwd=cwd, capture_output=True, text=True)
+run = run_patchpack
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,64 +11,48 @@ import h5py
 import numpy as np
 import pytest
 
-from imagefolder import copy_reversed, make_folder, small_params, write_params
+from patchpack.audit.verify import verify
+from patchpack.dataset.extract import extract
+from patchpack.dataset.manifest import load_manifest
+from patchpack.dataset.shards import read_shard
 from patchpack.errors import SourceError
-from patchpack.extract import extract
-from patchpack.manifest import load_manifest
-from patchpack.shards import file_sha256, read_shard
-from patchpack.verify import verify
+from support.commands import PATCHPACK, file_digests, run_patchpack
+from support.images import copy_reversed, make_folder, small_params, write_params
 
-PATCHPACK = [sys.executable, "-m", "patchpack.cli"]
-
-
-def digests(folder: Path) -> dict[str, str]:
-    """sha256 of every file of a dataset, by relative path."""
-    return {
-        path.relative_to(folder).as_posix(): file_sha256(path)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*PATCHPACK, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONHASHSEED": "random"},
-    )
+digests = file_digests
+run_cli = run_patchpack
 
 
 def test_layout_manifest_and_shard_contents(images: Path, tmp_path: Path) -> None:
     params = small_params(images)
     manifest = extract(params, out=tmp_path / "out")
     out = tmp_path / "out"
-    assert manifest["format_version"] == 1
-    assert manifest["class_names"] == ["class_0", "class_1", "class_2"]
-    assert manifest["counts"]["train"]["per_class"] == {"class_0": 36, "class_1": 36, "class_2": 36}
-    assert sum(manifest["counts"][s]["total"] for s in ("train", "val", "test")) == 6 * 30
+    assert manifest.format_version == 1
+    assert manifest.class_names == ("class_0", "class_1", "class_2")
+    assert manifest.counts["train"].per_class == {"class_0": 36, "class_1": 36, "class_2": 36}
+    assert sum(manifest.counts[s].total for s in ("train", "val", "test")) == 6 * 30
     assert {"numpy", "pillow", "libjpeg", "h5py", "hdf5", "hdf5plugin", "zlib"} <= set(
-        manifest["environment"]
+        manifest.environment
     )
     assert str(images) not in (out / "manifest.json").read_text()
     text = (out / "manifest.json").read_text()
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
-    for entry in manifest["shards"]:
-        data = read_shard(out / entry["path"])
+    assert load_manifest(out).to_json() == text  # the typed manifest round-trips byte for byte
+    for entry in manifest.shards:
+        data = read_shard(out / entry.path)
         assert data.images.dtype == np.uint8 and data.images.shape[1:] == (16, 16, 1)
-        assert len(data) == entry["patches"]
-        assert data.attrs["split"] == entry["split"] and data.attrs["format_version"] == 1
+        assert len(data) == entry.patches
+        assert data.attrs["split"] == entry.split and data.attrs["format_version"] == 1
         keys = [(data.source_of(i), int(data.patch_index[i])) for i in range(len(data))]
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
-        with h5py.File(out / entry["path"]) as h5:
+        with h5py.File(out / entry.path) as h5:
             assert h5["images"].chunks == (min(16, len(data)), 16, 16, 1)
             assert h5["images"].compression is None and "32015" in h5["images"]._filters  # zstd
     assert verify(out).ok
 
 
 def test_patch_pixels_are_the_source_pixels(images: Path, tmp_path: Path) -> None:
-    from patchpack.sources import catalog, load_pixels
+    from patchpack.dataset.sources import catalog, load_pixels
 
     extract(small_params(images), out=tmp_path / "out")
     manifest = load_manifest(tmp_path / "out")
@@ -113,11 +96,9 @@ def test_compression_changes_bytes_not_content(
         ),
         out=tmp_path / compression,
     )
-    assert other["fingerprint"] == zstd["fingerprint"]
-    assert [e["content_sha256"] for e in other["shards"]] == [
-        e["content_sha256"] for e in zstd["shards"]
-    ]
-    assert [e["sha256"] for e in other["shards"]] != [e["sha256"] for e in zstd["shards"]]
+    assert other.fingerprint == zstd.fingerprint
+    assert [e.content_sha256 for e in other.shards] == [e.content_sha256 for e in zstd.shards]
+    assert [e.sha256 for e in other.shards] != [e.sha256 for e in zstd.shards]
 
 
 def test_zstd_is_smaller_than_raw(images: Path, tmp_path: Path) -> None:
@@ -125,7 +106,7 @@ def test_zstd_is_smaller_than_raw(images: Path, tmp_path: Path) -> None:
         small_params(images, shards={"compression": "none", "level": 0}), out=tmp_path / "none"
     )
     extract(small_params(images), out=tmp_path / "zstd")
-    size = lambda folder: sum((folder / e["path"]).stat().st_size for e in none["shards"])  # noqa: E731
+    size = lambda folder: sum((folder / e.path).stat().st_size for e in none.shards)  # noqa: E731
     assert size(tmp_path / "zstd") < size(tmp_path / "none")
 
 
@@ -181,7 +162,7 @@ def test_killed_run_is_rejected_and_the_next_run_finishes(tmp_path: Path) -> Non
 def test_staged_shards_are_reused(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import patchpack.extract as module
+    import patchpack.dataset.extract as module
 
     calls: list[str] = []
     original = module.build_shard
@@ -200,5 +181,5 @@ def test_staged_shards_are_reused(
         module, "build_shard", lambda job: calls.append(job.spec.path) or original(job)
     )
     manifest = extract(small_params(images), out=tmp_path / "out")
-    assert len(calls) == len(manifest["shards"]) - 2  # the two completed shards were reused
+    assert len(calls) == len(manifest.shards) - 2  # the two completed shards were reused
     assert verify(tmp_path / "out").ok

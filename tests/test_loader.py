@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from patchpack.errors import IntegrityError
-from patchpack.loader import open_dataset, plan_epoch
-from tinydata import make_dataset, patch_ids
+from patchpack.training.keras_adapter import ShardSequence
+from patchpack.training.loader import BatchOptions, open_dataset, plan_epoch
+from support.datasets import make_dataset, patch_ids
 
 TRAIN = 40 + 25 + 31
 
@@ -76,7 +77,7 @@ def test_shuffle_mixes_shards_within_a_batch(dataset: Path) -> None:
 
 def test_pydataset_moves_to_the_next_epoch(dataset: Path) -> None:
     with open_dataset(dataset) as data:
-        sequence = data.split("train").as_pydataset(16, seed=7, workers=2)
+        sequence = ShardSequence(data.split("train"), BatchOptions(16, seed=7, workers=2))
         epoch0 = np.concatenate([patch_ids(sequence[i][0]) for i in range(len(sequence))])
         sequence.on_epoch_end()
         epoch1 = np.concatenate([patch_ids(sequence[i][0]) for i in range(len(sequence))])

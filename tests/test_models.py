@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from patchpack.models import build_model
-from patchpack.models.resnet import STAGES, build_resnet50, stem_reduction
+from patchpack.training.models import build_model
+from patchpack.training.models.resnet import STAGES, build_resnet50, stem_reduction
 
 
 def conv_layers(model: keras.Model) -> dict[str, tuple[int, ...]]:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from imagefolder import small_raw
 from patchpack.errors import ConfigError
-from patchpack.params import load_params, params_from_dict
+from patchpack.params import Params, load_params, params_from_dict
+from support.images import small_raw
 
 
 def test_repository_params_are_valid() -> None:
@@ -87,3 +87,10 @@ def test_source_override(tmp_path: Path) -> None:
 def test_dataset_dict_has_no_paths(tmp_path: Path) -> None:
     params = params_from_dict(small_raw(tmp_path / "somewhere"))
     assert str(tmp_path) not in repr(params.dataset_dict())
+
+
+def test_params_yaml_and_the_code_defaults_agree() -> None:
+    """One source of defaults: the committed params.yaml says exactly what the dataclasses default to."""
+    committed = load_params(Path(__file__).parents[1] / "params.yaml")
+    assert committed == Params()
+    assert params_from_dict({}) == Params()

@@ -9,10 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagefolder import small_params
-from patchpack.errors import ConfigError, SourceError
-from patchpack.params import SPLITS, ExtractParams, SplitParams
-from patchpack.plan import (
+from patchpack.dataset.plan import (
     block_grid,
     cut_shards,
     largest_remainder,
@@ -21,14 +18,17 @@ from patchpack.plan import (
     sample_image,
     split_counts,
 )
-from patchpack.sources import SourceImage
+from patchpack.dataset.sources import SourceImage
+from patchpack.errors import ConfigError, SourceError
+from patchpack.params import SPLITS, ExtractParams, SplitParams
+from support.images import small_params
 
 
 def fake(source_id: str, label: int = 0, size: tuple[int, int] = (200, 300)) -> SourceImage:
     return SourceImage(source_id, label, f"c{label}", Path(source_id), size[1], size[0], "0" * 64)
 
 
-EXTRACT = ExtractParams(patch_size=16, per_image=50, per_class=None)
+EXTRACT = ExtractParams(patch_size=16, per_image=50, per_class=None, min_std=0.0)  # no pixels here
 REGION = SplitParams(mode="region", fractions=(0.6, 0.2, 0.2), block_size=32)
 
 
@@ -134,7 +134,7 @@ def test_patch_mode_counts() -> None:
 
 def test_per_class_quota_is_shared_by_the_class_images() -> None:
     sources = [fake("a/1.png"), fake("a/2.png"), fake("a/3.png"), fake("b/1.png", 1)]
-    extract = ExtractParams(patch_size=16, per_image=None, per_class=100)
+    extract = ExtractParams(patch_size=16, per_image=None, per_class=100, min_std=0.0)
     plans = plan_images(sources, seed=1, extract=extract, split=REGION)
     assert [sum(p.count(n) for n in SPLITS) for p in plans] == [34, 33, 33, 100]
 

@@ -1,4 +1,4 @@
-"""patchpack.remote against real S3-protocol servers on loopback: moto in server mode (with its IAM
+"""patchpack.sharing.remote against real S3-protocol servers on loopback: moto in server mode (with its IAM
 enforcement for denied access and rejected keys) and a scripted server for real S3's region errors.
 
 Each failure mode must produce its own kind and its own one-line message that says how to fix it.
@@ -15,19 +15,13 @@ import pytest
 
 from patchpack import cli
 from patchpack.errors import RemoteError
-from patchpack.remote import (
-    RemoteCheckFailed,
-    RemoteSpec,
-    check,
-    check_local,
-    check_s3,
-    load_remote,
-    parse_s3_url,
-    read_only_policy,
-    setup_local,
-    setup_s3,
-)
-from s3server import ScriptedS3, free_port, isolate_aws, moto_server
+from patchpack.sharing.dvcconfig import load_remote
+from patchpack.sharing.local import check_local
+from patchpack.sharing.policy import read_only_policy
+from patchpack.sharing.remote import check, setup_local, setup_s3
+from patchpack.sharing.s3 import check_s3
+from patchpack.sharing.spec import RemoteCheckFailed, RemoteSpec, parse_s3_url
+from support.s3server import ScriptedS3, free_port, isolate_aws, moto_server
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +102,7 @@ def test_check_all_ok_leaves_no_probe(server, bucket, aws):
 
 
 def test_read_only_policy_allows_pull_not_push(server, bucket, aws):
-    """The policy docs/sharing.md gives a partner: list and read work, write is refused."""
+    """The policy the README gives a partner: list and read work, write is refused."""
     server.client().put_object(Bucket=bucket, Key="datasets/files/md5/ab/cdef", Body=b"x")
     key, secret = server.create_user(f"reader-{bucket}", read_only_policy(bucket, "datasets"))
     spec = spec_for(server, bucket, secrets={"access_key_id": key, "secret_access_key": secret})

@@ -10,7 +10,6 @@ B pulls, C rebuilds offline, D pulls with the read-only IAM policy, E finds the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -23,8 +22,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from patchpack.remote import read_only_policy
-from s3server import free_port, moto_server, subprocess_env
+from patchpack.sharing.policy import read_only_policy
+from support.commands import file_digests
+from support.s3server import free_port, moto_server, subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("bark", "sand", "stone")
@@ -93,15 +93,6 @@ def clone(source, target, env):
     return target
 
 
-def file_hashes(folder, algorithm="sha256"):
-    """relative path -> hex digest, for every file under ``folder``."""
-    return {
-        path.relative_to(folder).as_posix(): hashlib.new(algorithm, path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
-
-
 def locked_md5(root):
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     (out,) = lock["stages"]["extract"]["outs"]
@@ -151,8 +142,8 @@ def test_partner_pulls_identical_dataset(project_a, env, tmp_path):
     run(["dvc", "pull"], partner, env)
     verified = run(["patchpack", "verify"], partner, env)
     assert "OK" in verified.stdout.splitlines()[0]
-    mine = file_hashes(partner / "data" / "patches")
-    assert mine == file_hashes(owner / "data" / "patches")
+    mine = file_digests(partner / "data" / "patches")
+    assert mine == file_digests(owner / "data" / "patches")
     manifest = json.loads((partner / "data" / "patches" / "manifest.json").read_text())
     assert len(manifest["shards"]) >= 3
     assert {s["path"]: s["sha256"] for s in manifest["shards"]} == {
@@ -175,10 +166,10 @@ def test_offline_partner_rebuilds_byte_identical(project_a, env, tmp_path):
     listing = json.loads(
         (owner / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_text()
     )
-    assert {entry["relpath"]: entry["md5"] for entry in listing} == file_hashes(
+    assert {entry["relpath"]: entry["md5"] for entry in listing} == file_digests(
         partner / "data" / "patches", "md5"
     )
-    assert file_hashes(partner / "data" / "patches") == file_hashes(owner / "data" / "patches")
+    assert file_digests(partner / "data" / "patches") == file_digests(owner / "data" / "patches")
 
 
 def test_read_only_partner_patchpack_pull(project_a, server, env, tmp_path):
@@ -192,7 +183,7 @@ def test_read_only_partner_patchpack_pull(project_a, server, env, tmp_path):
     assert "usable for: pull (write not checked)" in pulled.stdout
     assert "pulled data/patches" in pulled.stdout
     assert VERIFIED.search(pulled.stdout)
-    assert file_hashes(partner / "data" / "patches") == file_hashes(owner / "data" / "patches")
+    assert file_digests(partner / "data" / "patches") == file_digests(owner / "data" / "patches")
 
 
 def test_patchpack_pull_unreachable_then_rebuild(project_a, env, tmp_path):
@@ -218,7 +209,7 @@ def test_patchpack_pull_unreachable_then_rebuild(project_a, env, tmp_path):
     assert "equals the committed dvc.lock" in rebuilt.stdout
     assert VERIFIED.search(rebuilt.stdout)
     assert run(["git", "status", "--porcelain", "dvc.lock"], partner, env).stdout == ""
-    assert file_hashes(partner / "data" / "patches") == file_hashes(owner / "data" / "patches")
+    assert file_digests(partner / "data" / "patches") == file_digests(owner / "data" / "patches")
 
 
 def test_pull_with_objects_missing_from_remote_offers_rebuild(project_a, env, tmp_path):
@@ -258,7 +249,7 @@ def test_local_directory_remote(tmp_path, env):
     partner = clone(owner, tmp_path / "L2", env)
     pulled = run(["patchpack", "pull"], partner, env)
     assert VERIFIED.search(pulled.stdout)
-    assert file_hashes(partner / "data" / "patches") == file_hashes(owner / "data" / "patches")
+    assert file_digests(partner / "data" / "patches") == file_digests(owner / "data" / "patches")
 
 
 def test_adding_an_image_changes_few_shards(tmp_path, server, env):

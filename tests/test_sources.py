@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagefolder import make_folder
+from patchpack.dataset.sources import DEMO_IMAGES, catalog, export_demo, load_pixels
 from patchpack.errors import SourceError
-from patchpack.sources import DEMO_IMAGES, catalog, export_demo, load_pixels
+from support.images import make_folder
 
 
 def test_catalog_is_sorted_with_stable_ids(images: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -7,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagefolder import small_params
-from patchpack.extract import extract
-from patchpack.manifest import load_manifest, write_json_atomic
-from patchpack.shards import file_sha256, read_shard, write_shard
-from patchpack.verify import info, verify, verify_rebuild
+from patchpack.audit.info import info
+from patchpack.audit.verify import verify, verify_rebuild
+from patchpack.dataset.extract import extract
+from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
+from patchpack.dataset.shards import read_shard, write_shard
+from support.images import small_params
 
 
 @pytest.fixture
@@ -105,20 +107,19 @@ def test_missing_manifest_means_incomplete(dataset: Path) -> None:
     assert "no manifest, so the dataset is incomplete or absent" in problem
 
 
-def _rewrite_entry(dataset: Path, index: int, coords: np.ndarray) -> None:
-    """Move patch coordinates in one shard and re-record its hashes, so only the audit can object."""
+def _rewrite_shard(dataset: Path, index: int, **changes: object) -> None:
+    """Change one shard's provenance and re-record every hash, so only the leakage audit can object."""
     manifest = load_manifest(dataset)
     entry = manifest.shards[index]
     data = read_shard(dataset / entry.path)
-    moved = type(data)(**{**data.__dict__, "coords": coords.astype(np.int32)})
-    write_shard(dataset / entry.path, moved, chunk_patches=16, compression="zstd", level=3)
-    raw = manifest.raw
-    raw["shards"][index].update(
-        sha256=file_sha256(dataset / entry.path),
-        content_sha256=moved.content_sha256(),
-        patch_digests="".join(moved.patch_digests()),
+    changed = dataclasses.replace(data, **changes)  # type: ignore[arg-type]
+    write_shard(dataset / entry.path, changed, chunk_patches=16, compression="zstd", level=3)
+    shards = list(manifest.shards)
+    shards[index] = ShardEntry.of(entry.path, entry.split, dataset / entry.path, changed)
+    forged = dataclasses.replace(
+        manifest, shards=tuple(shards), fingerprint=fingerprint(manifest.class_names, shards)
     )
-    write_json_atomic(dataset / "manifest.json", raw)
+    forged.write(dataset)
 
 
 def test_region_leak_is_found(dataset: Path) -> None:
@@ -129,7 +130,7 @@ def test_region_leak_is_found(dataset: Path) -> None:
     row = next(r for r in range(len(val)) if val.source_of(r) == train.source_of(0))
     coords = val.coords.copy()
     coords[row] = train.coords[0] + 3  # overlaps a train patch of the same source
-    _rewrite_entry(dataset, index, coords)
+    _rewrite_shard(dataset, index, coords=coords.astype(np.int32))
     problems = failures(dataset)
     assert any(
         p.startswith(f"leakage: source {train.source_of(0)}: train patch at") for p in problems
@@ -137,19 +138,21 @@ def test_region_leak_is_found(dataset: Path) -> None:
 
 
 def test_image_mode_leak_is_found(tmp_path: Path) -> None:
-    from imagefolder import make_folder
+    from support.images import make_folder
 
     images = make_folder(tmp_path / "images", classes=2, per_class=5)
     params = small_params(images, split={"mode": "image"})
     extract(params, out=tmp_path / "data")
     report = verify(tmp_path / "data")
     assert report.ok and "no source image in two splits" in report.render()
+    # Inject a leak: a val shard claims its first source is an image the train split holds.
     manifest = load_manifest(tmp_path / "data")
-    splits_of: dict[str, set[str]] = {}
-    for entry in manifest.shards:
-        for source in read_shard(tmp_path / "data" / entry.path).sources:
-            splits_of.setdefault(source, set()).add(entry.split)
-    assert all(len(s) == 1 for s in splits_of.values())
+    train_source = read_shard(tmp_path / "data" / manifest.shards_for("train")[0].path).sources[0]
+    index = next(i for i, e in enumerate(manifest.shards) if e.split == "val")
+    val = read_shard(tmp_path / "data" / manifest.shards[index].path)
+    _rewrite_shard(tmp_path / "data", index, sources=(train_source, *val.sources[1:]))
+    problems = failures(tmp_path / "data")
+    assert f"leakage: source {train_source} has patches in train, val" in problems, problems
 
 
 def test_patch_mode_is_reported_as_leaky(images: Path, tmp_path: Path) -> None:

@@ -1,9 +1,13 @@
-"""patchpack: reproducible image-patch datasets in HDF5 shards, shared with DVC."""
+"""patchpack: reproducible image-patch datasets in HDF5 shards, shared with DVC.
+
+The public API is framework-free: importing patchpack loads neither Keras nor DVC nor boto3.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from patchpack._version import __version__
+from patchpack.dataset.manifest import Manifest, load_manifest
+from patchpack.dataset.shards import ShardData, ShardReader, read_shard
 from patchpack.errors import (
     ConfigError,
     IntegrityError,
@@ -12,22 +16,11 @@ from patchpack.errors import (
     RemoteError,
     SourceError,
 )
-from patchpack.manifest import Manifest, load_manifest
 from patchpack.params import Params, load_params
-from patchpack.shards import ShardData, ShardReader, read_shard
-
-_LAZY = {"PatchDataset", "Split", "open_dataset"}  # the loader imports Keras: only on first use
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        from patchpack import loader
-
-        return getattr(loader, name)
-    raise AttributeError(f"module 'patchpack' has no attribute {name!r}")
-
+from patchpack.training.loader import BatchOptions, PatchDataset, Split, open_dataset
 
 __all__ = [
+    "BatchOptions",
     "ConfigError",
     "IntegrityError",
     "Manifest",

@@ -11,10 +11,11 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from patchpack.errors import IntegrityError, PatchpackError, SourceError
+from patchpack.errors import ConfigError, IntegrityError, PatchpackError, SourceError
 from patchpack.params import MODELS, Params, load_params
 
 DEFAULT_DATA = Path("data/patches")
+DEFAULT_REMOTE = "storage"  # the DVC remote name `patchpack remote` configures
 
 
 def _params(args: argparse.Namespace) -> Params:
@@ -22,7 +23,7 @@ def _params(args: argparse.Namespace) -> Params:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    from patchpack.sources import export_demo
+    from patchpack.dataset.sources import export_demo
 
     written = export_demo(Path(args.out))
     print(f"wrote {len(written)} demo images to {args.out}")
@@ -30,19 +31,19 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from patchpack.extract import extract
+    from patchpack.dataset.extract import extract
 
     manifest = extract(_params(args), out=Path(args.out), workers=args.workers)
     print(
-        f"wrote {len(manifest['shards'])} shards, "
-        f"{sum(s['patches'] for s in manifest['shards'])} patches to {args.out} "
-        f"(fingerprint {manifest['fingerprint'][:16]})"
+        f"wrote {len(manifest.shards)} shards, "
+        f"{sum(s.patches for s in manifest.shards)} patches to {args.out} "
+        f"(fingerprint {manifest.fingerprint[:16]})"
     )
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from patchpack.verify import verify, verify_rebuild
+    from patchpack.audit.verify import verify, verify_rebuild
 
     if args.rebuild:
         report = verify_rebuild(Path(args.data), _params(args), workers=args.workers)
@@ -53,7 +54,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from patchpack.verify import info
+    from patchpack.audit.info import info
 
     with _dataset_required():
         print(info(Path(args.data)))
@@ -61,7 +62,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from patchpack.preview import contact_sheet
+    from patchpack.audit.preview import contact_sheet
 
     with _dataset_required():
         path = contact_sheet(Path(args.data), Path(args.out), per_cell=args.per_class)
@@ -70,7 +71,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from patchpack.train import train_model
+    from patchpack.training.train import train_model
 
     params = _params(args)
     _log_progress()
@@ -91,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from patchpack.evaluate import evaluate_model
+    from patchpack.training.evaluate import evaluate_model
 
     params = _params(args)
     out = Path(args.out) / args.model
@@ -104,6 +105,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"macro F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; wrote {out}"
     )
     return 0
+
+
+def cmd_remote_s3(args: argparse.Namespace) -> int:
+    from patchpack.sharing.remote import setup_s3
+
+    report = setup_s3(
+        ".",
+        args.url,
+        name=args.name,
+        endpoint_url=args.endpoint_url,
+        profile=args.profile,
+        region=args.region,
+        create_bucket=args.create_bucket,
+        read_only=args.read_only,
+    )
+    print(report.render())
+    print(f"configured DVC remote '{args.name}' -> {args.url} (default); commit .dvc/config")
+    return 0
+
+
+def cmd_remote_local(args: argparse.Namespace) -> int:
+    from patchpack.sharing.remote import setup_local
+
+    report = setup_local(".", args.dir, name=args.name)
+    print(report.render())
+    print(f"configured DVC remote '{args.name}' -> {report.spec.url} (default); commit .dvc/config")
+    return 0
+
+
+def cmd_remote_check(args: argparse.Namespace) -> int:
+    from patchpack.sharing.remote import check
+
+    report = check(".", args.name, read_only=args.read_only)
+    print(report.render())
+    report.raise_for_failure()
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from patchpack.sharing.pull import pull
+
+    return 0 if pull(Path(args.data), root=Path("."), rebuild=args.rebuild) else 1
 
 
 def _log_progress() -> None:
@@ -189,10 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-class", type=_positive_int, default=8, help="patches per class and split"
     )
 
-    # `remote {s3,local,check}` and `pull`; boto3 and DVC load only when one of them runs.
-    from patchpack.remote import add_verbs as add_remote_verbs
-
-    add_remote_verbs(verb)
+    _add_sharing_verbs(verb)
 
     sub = verb("train", cmd_train, "train a model on the train split, keeping the best val epoch")
     with_params(sub)
@@ -220,6 +260,71 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="eval", help="output folder, one subfolder per model (default: eval)"
     )
     return parser
+
+
+Verb = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def _add_sharing_verbs(verb: Verb) -> None:
+    """``patchpack remote {s3,local,check}`` and ``patchpack pull``; boto3 and DVC load only when one runs."""
+    remote = verb("remote", _remote_help, "set up and check the DVC remote that partners pull from")
+    kinds = remote.add_subparsers(dest="remote_verb", required=True, metavar="KIND")
+
+    sub = kinds.add_parser("s3", help="check an S3 bucket, then make it the default DVC remote")
+    sub.set_defaults(func=cmd_remote_s3)
+    sub.add_argument("url", help="s3://BUCKET/PREFIX")
+    sub.add_argument(
+        "--endpoint-url", help="S3-compatible server, e.g. http://127.0.0.1:9000 (committed)"
+    )
+    sub.add_argument(
+        "--profile", help="AWS profile to use (kept in .dvc/config.local, not committed)"
+    )
+    sub.add_argument(
+        "--region", help="the bucket's region (default: detected, else AWS_DEFAULT_REGION)"
+    )
+    sub.add_argument(
+        "--create-bucket", action="store_true", help="create the bucket when it does not exist"
+    )
+    sub.add_argument(
+        "--read-only", action="store_true", help="accept credentials that cannot write (pull only)"
+    )
+    sub.add_argument(
+        "--name", default=DEFAULT_REMOTE, help=f"DVC remote name (default: {DEFAULT_REMOTE})"
+    )
+
+    sub = kinds.add_parser("local", help="make a local or mounted directory the default DVC remote")
+    sub.set_defaults(func=cmd_remote_local)
+    sub.add_argument("dir", help="directory to store DVC objects in (created if missing)")
+    sub.add_argument(
+        "--name", default=DEFAULT_REMOTE, help=f"DVC remote name (default: {DEFAULT_REMOTE})"
+    )
+
+    sub = kinds.add_parser(
+        "check", help="report what works on the remote (list, read, write) and how to fix the rest"
+    )
+    sub.set_defaults(func=cmd_remote_check)
+    sub.add_argument("--name", help="DVC remote name (default: the default remote)")
+    sub.add_argument(
+        "--read-only", action="store_true", help="a denied write is not a failure (pull only)"
+    )
+
+    sub = verb(
+        "pull",
+        cmd_pull,
+        "dvc pull the dataset and verify it; rebuild with dvc repro when the remote fails",
+    )
+    sub.add_argument(
+        "--data", default="data/patches", help="dataset folder (default: data/patches)"
+    )
+    sub.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="when the remote fails, rebuild locally with dvc repro",
+    )
+
+
+def _remote_help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires a KIND
+    raise ConfigError("choose s3, local or check")
 
 
 def _positive_int(text: str) -> int:

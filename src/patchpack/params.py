@@ -40,7 +40,7 @@ class ExtractParams:
     patch_size: int = 32
     per_image: int | None = 400
     per_class: int | None = None
-    min_std: float = 0.0
+    min_std: float = 2.0
     max_tries: int = 50
 
 
@@ -76,6 +76,13 @@ class ModelParams:
     patience: int = 3
 
 
+# Per-model defaults, the same as params.yaml's (a test keeps them equal).
+DEFAULT_MODELS: Mapping[str, ModelParams] = {
+    "cnn": ModelParams(epochs=15, batch_size=64, learning_rate=1e-3, patience=3),
+    "resnet50": ModelParams(epochs=1, batch_size=32, learning_rate=1e-3, patience=2),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
     """Training settings shared by every model, and one :class:`ModelParams` per model."""
@@ -84,13 +91,59 @@ class TrainParams:
     jit_compile: bool = False
     loader_workers: int = 2
     models: Mapping[str, ModelParams] = dataclasses.field(
-        default_factory=lambda: {name: ModelParams() for name in MODELS}
+        default_factory=lambda: dict(DEFAULT_MODELS)
     )
 
     def model(self, name: str) -> ModelParams:
         if name not in self.models:
             raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
         return self.models[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetParams:
+    """The params that decide a dataset's content: what the manifest records (no paths, no guards)."""
+
+    seed: int = 2019
+    channels: int = 1
+    extract: ExtractParams = dataclasses.field(default_factory=ExtractParams)
+    split: SplitParams = dataclasses.field(default_factory=SplitParams)
+    shards: ShardParams = dataclasses.field(default_factory=ShardParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values, as the manifest stores them under ``params``."""
+        return {
+            "seed": self.seed,
+            "channels": self.channels,
+            "extract": dataclasses.asdict(self.extract),
+            "split": {
+                "mode": self.split.mode,
+                "fractions": dict(zip(SPLITS, self.split.fractions, strict=True)),
+                "block_size": self.split.block_size,
+            },
+            "shards": dataclasses.asdict(self.shards),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object, origin: str = "manifest") -> DatasetParams:
+        """The inverse of :meth:`to_dict`, validated like params.yaml (errors name the key)."""
+        reader = _Reader(origin)
+        section = reader.mapping(raw, "params")
+        reader.known(section, "params", ("seed", "channels", "extract", "split", "shards"))
+        for key in ("seed", "channels", "extract", "split", "shards"):
+            if key not in section:
+                raise ConfigError(f"{origin}: params.{key} is missing")
+        params = params_from_dict(
+            {
+                "base": {"seed": section["seed"]},
+                "source": {"channels": section["channels"]},
+                "extract": section["extract"],
+                "split": section["split"],
+                "shards": section["shards"],
+            },
+            origin=origin,
+        )
+        return params.dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,19 +157,31 @@ class Params:
     shards: ShardParams = dataclasses.field(default_factory=ShardParams)
     train: TrainParams = dataclasses.field(default_factory=TrainParams)
 
+    @property
+    def dataset(self) -> DatasetParams:
+        """The part of these params that decides a dataset's content."""
+        return DatasetParams(
+            seed=self.seed,
+            channels=self.source.channels,
+            extract=self.extract,
+            split=self.split,
+            shards=self.shards,
+        )
+
     def dataset_dict(self) -> dict[str, Any]:
-        """The params that decide a dataset's content, as plain JSON-able values (no paths)."""
-        return {
-            "seed": self.seed,
-            "channels": self.source.channels,
-            "extract": dataclasses.asdict(self.extract),
-            "split": {
-                "mode": self.split.mode,
-                "fractions": dict(zip(SPLITS, self.split.fractions, strict=True)),
-                "block_size": self.split.block_size,
-            },
-            "shards": dataclasses.asdict(self.shards),
-        }
+        """:attr:`dataset` as plain JSON-able values (what the manifest records)."""
+        return self.dataset.to_dict()
+
+    def with_dataset(self, dataset: DatasetParams) -> Params:
+        """These params with the content-deciding part replaced (e.g. by a manifest's, to rebuild it)."""
+        return dataclasses.replace(
+            self,
+            seed=dataset.seed,
+            source=dataclasses.replace(self.source, channels=dataset.channels),
+            extract=dataset.extract,
+            split=dataset.split,
+            shards=dataset.shards,
+        )
 
 
 def load_params(path: str | Path = "params.yaml", *, source_dir: str | None = None) -> Params:
@@ -277,7 +342,7 @@ def _train(reader: _Reader, raw: object) -> TrainParams:
     for name in MODELS:
         sub = reader.mapping(section.get(name, {}), f"train.{name}")
         reader.known(sub, f"train.{name}", ("epochs", "batch_size", "learning_rate", "patience"))
-        base = ModelParams()
+        base = DEFAULT_MODELS[name]
         models[name] = ModelParams(
             epochs=reader.integer(sub, f"train.{name}.epochs", base.epochs, minimum=1),
             batch_size=reader.integer(sub, f"train.{name}.batch_size", base.batch_size, minimum=1),

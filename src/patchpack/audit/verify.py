@@ -1,4 +1,4 @@
-"""Verify a dataset against its manifest, rebuild and compare, audit split leakage, and summarise.
+"""Verify a dataset against its manifest, rebuild and compare, and audit split leakage.
 
 For each shard, ``verify`` first compares the file's sha256 (what DVC and partners see). On a mismatch
 it decodes the shard and compares the content sha256 over the decoded arrays, which tells "same pixels,
@@ -11,16 +11,15 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from patchpack.audit.leakage import audit_leakage, audit_note
+from patchpack.dataset.io import file_sha256
+from patchpack.dataset.manifest import Manifest, ShardEntry, load_manifest
+from patchpack.dataset.shards import SHARD_GLOB, ShardData, read_shard
 from patchpack.errors import IntegrityError
-from patchpack.manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest
-from patchpack.params import SPLITS, Params, params_from_dict
-from patchpack.shards import SHARD_GLOB, ShardData, file_sha256, read_shard
+from patchpack.params import SPLITS, Params
 
 
 @dataclass
@@ -69,8 +68,7 @@ def verify(folder: Path, *, allow_container_diff: bool = False) -> Report:
     _check_counts(manifest, report)
     if len(provenance) == len(entries):
         report.problems += audit_leakage(manifest, provenance)
-        mode = manifest.raw["params"]["split"]["mode"]
-        report.notes.append(_audit_note(mode))
+        report.notes.append(audit_note(manifest.params.split.mode))
     else:
         report.notes.append("leakage audit skipped: some shards are missing or unreadable")
     report.notes.append(
@@ -128,86 +126,11 @@ def _first_difference(entry: ShardEntry, data: ShardData) -> str:
 
 def _check_counts(manifest: Manifest, report: Report) -> None:
     for split in SPLITS:
-        claimed = manifest.raw["counts"][split]["total"]
+        claimed = manifest.counts[split].total
         if manifest.count(split) != claimed:
             report.problems.append(
                 f"manifest: {split} counts {claimed} patches but its shards hold {manifest.count(split)}"
             )
-
-
-def _audit_note(mode: str) -> str:
-    return {
-        "image": "leakage audit: no source image in two splits",
-        "region": "leakage audit: no pixel of any source in two splits",
-        "patch": "leakage audit: split mode 'patch' is leaky by design; splits may share pixels",
-    }[mode]
-
-
-def audit_leakage(manifest: Manifest, shards: list[ShardData]) -> list[str]:
-    """Problems found: a source in two splits (mode image) or a pixel in two splits (mode region)."""
-    mode = manifest.raw["params"]["split"]["mode"]
-    if mode == "patch":
-        return []
-    size = manifest.patch_size
-    rects: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
-    for data in shards:
-        split = str(data.attrs["split"])
-        for number, source in enumerate(data.sources):
-            rects[source][split].append(data.coords[data.source_index == number])
-    problems = []
-    for source in sorted(rects):
-        splits = sorted(rects[source])
-        if mode == "image" and len(splits) > 1:
-            problems.append(f"leakage: source {source} has patches in {', '.join(splits)}")
-            continue
-        for i, first in enumerate(splits):
-            for second in splits[i + 1 :]:
-                hit = _overlap(
-                    np.concatenate(rects[source][first]),
-                    np.concatenate(rects[source][second]),
-                    size,
-                )
-                if hit is not None:
-                    (ay, ax), (by, bx) = hit
-                    problems.append(
-                        f"leakage: source {source}: {first} patch at y={ay}, x={ax} overlaps "
-                        f"{second} patch at y={by}, x={bx}"
-                    )
-    return problems
-
-
-def _overlap(
-    a: np.ndarray, b: np.ndarray, size: int, chunk: int = 2048
-) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """The first pair of squares of side ``size`` (top-left corners ``a`` and ``b``) that share a pixel."""
-    for start in range(0, len(a), chunk):
-        part = a[start : start + chunk]
-        close = (np.abs(part[:, None, 0] - b[None, :, 0]) < size) & (
-            np.abs(part[:, None, 1] - b[None, :, 1]) < size
-        )
-        if close.any():
-            i, j = np.argwhere(close)[0]
-            return (int(part[i, 0]), int(part[i, 1])), (int(b[j, 0]), int(b[j, 1]))
-    return None
-
-
-def params_of(manifest: Manifest, local: Params) -> Params:
-    """The params a manifest records, with the source folder and size guard taken from ``local``."""
-    recorded = manifest.raw["params"]
-    return params_from_dict(
-        {
-            "base": {"seed": recorded["seed"]},
-            "source": {
-                "dir": local.source.dir,
-                "channels": recorded["channels"],
-                "max_megapixels": local.source.max_megapixels,
-            },
-            "extract": recorded["extract"],
-            "split": recorded["split"],
-            "shards": recorded["shards"],
-        },
-        origin=str(manifest.folder / MANIFEST_NAME),
-    )
 
 
 def verify_rebuild(folder: Path, params: Params, *, workers: int = 1) -> Report:
@@ -215,7 +138,7 @@ def verify_rebuild(folder: Path, params: Params, *, workers: int = 1) -> Report:
 
     The rebuild uses the params recorded in the manifest and the source folder from ``params``.
     """
-    from patchpack.extract import extract
+    from patchpack.dataset.extract import extract
 
     folder = Path(folder)
     report = verify(folder)
@@ -226,32 +149,34 @@ def verify_rebuild(folder: Path, params: Params, *, workers: int = 1) -> Report:
         return report
     scratch = Path(tempfile.mkdtemp(prefix=".rebuild-", dir=folder.parent))
     try:
-        rebuilt = extract(params_of(manifest, params), out=scratch / "patches", workers=workers)
-        theirs = {entry["path"]: entry for entry in rebuilt["shards"]}
+        rebuilt = extract(
+            params.with_dataset(manifest.params), out=scratch / "patches", workers=workers
+        )
+        theirs = {entry.path: entry for entry in rebuilt.shards}
         ours = {entry.path: entry for entry in manifest.shards}
         for path in sorted(set(ours) | set(theirs)):
             if path not in theirs:
                 report.problems.append(f"{path}: in the dataset but not produced by the rebuild")
             elif path not in ours:
                 report.problems.append(f"{path}: produced by the rebuild but not in the dataset")
-            elif theirs[path]["content_sha256"] != ours[path].content_sha256:
+            elif theirs[path].content_sha256 != ours[path].content_sha256:
                 rebuilt_data = read_shard(scratch / "patches" / path)
                 report.problems.append(
                     f"{path}: rebuild gives different pixels: "
                     f"{_first_difference(ours[path], rebuilt_data)}"
                 )
-            elif theirs[path]["sha256"] != ours[path].sha256:
+            elif theirs[path].sha256 != ours[path].sha256:
                 report.notes.append(f"{path}: rebuild gives the same pixels in different bytes")
-        if rebuilt["fingerprint"] == manifest.fingerprint:
+        if rebuilt.fingerprint == manifest.fingerprint:
             report.notes.append(f"rebuild reproduces fingerprint {manifest.fingerprint}")
         else:
             report.problems.append(
-                f"rebuild fingerprint {rebuilt['fingerprint']} differs from {manifest.fingerprint}"
+                f"rebuild fingerprint {rebuilt.fingerprint} differs from {manifest.fingerprint}"
             )
         env_diff = sorted(
             key
-            for key, value in rebuilt["environment"].items()
-            if manifest.raw.get("environment", {}).get(key) != value
+            for key, value in rebuilt.environment.items()
+            if manifest.environment.get(key) != value
         )
         if env_diff:
             report.notes.append(
@@ -260,35 +185,3 @@ def verify_rebuild(folder: Path, params: Params, *, workers: int = 1) -> Report:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return report
-
-
-def info(folder: Path) -> str:
-    """A table of counts per split and class, bytes on disk, compression ratio and fingerprint."""
-    folder = Path(folder)
-    manifest = load_manifest(folder)
-    names = manifest.class_names
-    counts = manifest.raw["counts"]
-    width = max(len(name) for name in [*names, "class", "total"])
-    header = f"{'class':<{width}}" + "".join(f"{split:>9}" for split in SPLITS)
-    lines = [header, "-" * len(header)]
-    for name in names:
-        lines.append(
-            f"{name:<{width}}" + "".join(f"{counts[s]['per_class'][name]:>9}" for s in SPLITS)
-        )
-    lines.append(f"{'total':<{width}}" + "".join(f"{counts[s]['total']:>9}" for s in SPLITS))
-    size, channels = manifest.patch_size, manifest.channels
-    patches = sum(entry.patches for entry in manifest.shards)
-    on_disk = sum(
-        (folder / e.path).stat().st_size for e in manifest.shards if (folder / e.path).is_file()
-    )
-    raw = patches * size * size * channels
-    params = manifest.raw["params"]
-    lines += [
-        "",
-        f"patches      {patches} of {size}x{size}x{channels}, split mode {params['split']['mode']}, seed {params['seed']}",
-        f"shards       {len(manifest.shards)} ({params['shards']['compression']}, level {params['shards']['level']})",
-        f"bytes        {on_disk:,} on disk, {raw:,} raw pixels, ratio {on_disk / raw if raw else 0:.3f}",
-        f"per patch    {on_disk / patches if patches else 0:.0f} bytes",
-        f"fingerprint  {manifest.fingerprint}",
-    ]
-    return "\n".join(lines)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from patchpack.dataset.io import atomic_output
+from patchpack.dataset.manifest import load_manifest
+from patchpack.dataset.shards import ShardReader
 from patchpack.errors import SourceError
-from patchpack.manifest import load_manifest
 from patchpack.params import SPLITS
-from patchpack.shards import ShardReader
 
 CELL = 64  # patches are scaled (nearest neighbour) to at least this many pixels so a person can see them
 GAP = 4
@@ -71,8 +71,6 @@ def contact_sheet(folder: Path, out: Path, *, per_cell: int = 8) -> Path:
                 tile = Image.fromarray(patch[:, :, 0] if patch.shape[2] == 1 else patch)
                 tile = tile.resize((side, side), Image.Resampling.NEAREST).convert("RGB")
                 sheet.paste(tile, (LABEL_WIDTH + column * group + GAP + k * (side + GAP), top))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return out

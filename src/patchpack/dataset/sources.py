@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from patchpack.dataset.io import file_sha256
 from patchpack.errors import SourceError
-from patchpack.shards import file_sha256
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 FORMATS = ("PNG", "JPEG", "TIFF")
@@ -51,6 +51,26 @@ DEMO_IMAGES = (
     ("hubble", "hubble_deep_field.jpg"),
     ("moon", "moon.png"),
 )
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """What the manifest keeps of a source: its id, class, size and file hash (never a local path)."""
+
+    id: str
+    class_name: str
+    width: int
+    height: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "class": self.class_name,
+            "width": self.width,
+            "height": self.height,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -75,15 +95,9 @@ class SourceImage:
     height: int
     sha256: str
 
-    def record(self) -> dict[str, object]:
+    def record(self) -> SourceRecord:
         """What the manifest keeps of this source: everything but the local path."""
-        return {
-            "id": self.id,
-            "class": self.class_name,
-            "width": self.width,
-            "height": self.height,
-            "sha256": self.sha256,
-        }
+        return SourceRecord(self.id, self.class_name, self.width, self.height, self.sha256)
 
 
 def catalog(folder: str | Path, *, max_megapixels: float) -> tuple[list[str], list[SourceImage]]:

@@ -4,7 +4,7 @@ Keras 3 only (``keras.*``), so the same code runs on the TensorFlow, JAX or PyTo
 of :func:`train_model`:
 
 * seeds Keras, NumPy and Python once (``keras.utils.set_random_seed(params.seed)``), and streams
-  batches whose order is a function of (seed, epoch) only (:mod:`patchpack.loader`);
+  batches whose order is a function of (seed, epoch) only (:mod:`patchpack.training.loader`);
 * uses a GPU when the backend sees one, and only there mixed precision (``train.mixed_precision``)
   and XLA-compiled steps (``train.jit_compile``); on a CPU both are ignored;
 * stops early when the val loss has not improved for ``patience`` epochs, restoring the best weights;
@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import keras
 
+from patchpack.dataset.io import atomic_output
 from patchpack.errors import ConfigError, ModelError
-from patchpack.loader import PatchDataset, open_dataset
-from patchpack.models import build_model
 from patchpack.params import Params
+from patchpack.training.keras_adapter import ShardSequence
+from patchpack.training.loader import BatchOptions, PatchDataset, open_dataset
+from patchpack.training.models import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def train_model(
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-class BestCheckpoint(keras.callbacks.Callback):
+class BestCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]  # Keras ships no type hints
     """Save the model each time ``val_loss`` improves: to a temporary name beside ``path``, renamed.
 
     Keras' ``ModelCheckpoint(save_best_only=True)`` writes in place, so an interrupted save would leave
@@ -182,17 +183,11 @@ class BestCheckpoint(keras.callbacks.Callback):
         if loss is None or not float(loss) < self.best:  # also skips NaN
             return
         self.best, self.best_epoch = float(loss), epoch
-        # Keras insists on the .keras suffix, so the temporary name keeps it.
-        tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}.keras")
-        try:
+        with atomic_output(self.path) as tmp:  # keeps the .keras suffix Keras insists on
             self.model.save(tmp)
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
 
-class LiveMetrics(keras.callbacks.Callback):
+class LiveMetrics(keras.callbacks.Callback):  # type: ignore[misc]  # Keras ships no type hints
     """Log every epoch's metrics (``loss``, ``accuracy``, ``val_loss`` ...) to a DVCLive ``Live``.
 
     dvclive's own ``DVCLiveCallback`` subclasses ``tf.keras``; this one works on any Keras backend.
@@ -209,14 +204,16 @@ class LiveMetrics(keras.callbacks.Callback):
 
 
 def _open_live(live_dir: Path) -> Any:
-    from dvclive import Live
+    from dvclive.live import Live
 
     # dvc.yaml declares this stage's metrics and plots, and `dvc exp run` records experiments, so
     # DVCLive neither edits dvc.yaml nor makes git commits of its own.
     return Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
-def _splits(dataset: PatchDataset, batch_size: int, params: Params) -> tuple[Any, Any]:
+def _splits(
+    dataset: PatchDataset, batch_size: int, params: Params
+) -> tuple[ShardSequence, ShardSequence]:
     workers = params.train.loader_workers
     sequences = []
     for name in ("train", "val"):
@@ -226,9 +223,8 @@ def _splits(dataset: PatchDataset, batch_size: int, params: Params) -> tuple[Any
                 f"{dataset.folder}: the {name} split has no patches, and training needs both train "
                 f"and val; raise split.fractions.{name} above 0 and run patchpack extract again"
             )
-        sequences.append(
-            split.as_pydataset(
-                batch_size, seed=params.seed, shuffle=name == "train", workers=workers
-            )
+        options = BatchOptions(
+            batch_size, seed=params.seed, shuffle=name == "train", workers=workers
         )
+        sequences.append(ShardSequence(split, options))
     return sequences[0], sequences[1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from patchpack.models._checks import check_shape
+from patchpack.training.models._checks import check_shape
 
 MIN_SIDE = 10
 

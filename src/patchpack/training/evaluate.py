@@ -14,16 +14,15 @@ Writes into ``out_dir`` (e.g. ``eval/cnn``):
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from patchpack.dataset.io import atomic_output, write_json_atomic
 from patchpack.errors import ConfigError, ModelError
-from patchpack.loader import open_dataset
-from patchpack.manifest import write_json_atomic
 from patchpack.params import Params
+from patchpack.training.loader import open_dataset
 
 # Probabilities are clipped away from 0 before the log, as Keras' cross-entropy does.
 _EPSILON = 1e-7
@@ -173,18 +172,11 @@ def write_confusion_csv(
     path: Path, labels: np.ndarray, predicted: np.ndarray, class_names: list[str]
 ) -> None:
     """One ``actual,predicted`` row of class names per patch, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["actual", "predicted"])
-            for actual, guess in zip(labels, predicted, strict=True):
-                writer.writerow([class_names[actual], class_names[guess]])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["actual", "predicted"])
+        for actual, guess in zip(labels, predicted, strict=True):
+            writer.writerow([class_names[actual], class_names[guess]])
 
 
 def plot_confusion(
@@ -215,11 +207,5 @@ def plot_confusion(
             va="center",
             color="white" if count > threshold else "black",
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    try:
+    with atomic_output(path) as tmp:
         figure.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

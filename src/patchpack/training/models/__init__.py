@@ -11,8 +11,8 @@ from collections.abc import Callable
 import keras
 
 from patchpack.errors import ModelError
-from patchpack.models.cnn import build_cnn
-from patchpack.models.resnet import build_resnet50
+from patchpack.training.models.cnn import build_cnn
+from patchpack.training.models.resnet import build_resnet50
 
 BUILDERS: dict[str, Callable[[tuple[int, int, int], int], keras.Model]] = {
     "cnn": build_cnn,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from patchpack.dataset.io import atomic_output, content_hash_json
 from patchpack.errors import ConfigError, IntegrityError
 
 FORMAT_VERSION = 1
@@ -94,7 +94,7 @@ class ShardData:
     def content_sha256(self) -> str:
         """sha256 over the decoded arrays and attributes: equal for equal pixels in any container."""
         digest = hashlib.sha256()
-        digest.update(_canonical_json(self.attrs).encode())
+        digest.update(content_hash_json(self.attrs).encode())
         for name in ARRAYS:
             array = self._array(name)
             digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
@@ -131,26 +131,17 @@ def write_shard(
 ) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file beside it, renamed when complete."""
     options = compression_options(compression, level)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as h5:
-            for key in sorted(data.attrs):
-                h5.attrs[key] = data.attrs[key]
-            n = len(data)
-            chunks = (max(1, min(chunk_patches, n)), *data.images.shape[1:])
-            h5.create_dataset(
-                "images", data=data.images, chunks=chunks, track_times=False, **options
-            )
-            h5.create_dataset("labels", data=data.labels, track_times=False)
-            h5.create_dataset("sources", data=list(data.sources), dtype=_STRING, track_times=False)
-            h5.create_dataset("source_index", data=data.source_index, track_times=False)
-            h5.create_dataset("patch_index", data=data.patch_index, track_times=False)
-            h5.create_dataset("coords", data=data.coords, track_times=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+        for key in sorted(data.attrs):
+            h5.attrs[key] = data.attrs[key]
+        n = len(data)
+        chunks = (max(1, min(chunk_patches, n)), *data.images.shape[1:])
+        h5.create_dataset("images", data=data.images, chunks=chunks, track_times=False, **options)
+        h5.create_dataset("labels", data=data.labels, track_times=False)
+        h5.create_dataset("sources", data=list(data.sources), dtype=_STRING, track_times=False)
+        h5.create_dataset("source_index", data=data.source_index, track_times=False)
+        h5.create_dataset("patch_index", data=data.patch_index, track_times=False)
+        h5.create_dataset("coords", data=data.coords, track_times=False)
 
 
 def read_shard(path: Path) -> ShardData:
@@ -189,7 +180,7 @@ class ShardReader:
         try:
             self._h5 = h5py.File(self.path, "r")
             self._images = self._h5["images"]
-            self._labels = self._h5["labels"][()]
+            self._labels: np.ndarray = self._h5["labels"][()]
         except (OSError, KeyError) as exc:
             raise IntegrityError(
                 f"{self.path}: unreadable shard ({exc}); run patchpack verify"
@@ -228,22 +219,9 @@ class ShardReader:
         self.close()
 
 
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

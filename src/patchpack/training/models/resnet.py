@@ -34,7 +34,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from patchpack.models._checks import check_shape
+from patchpack.training.models._checks import check_shape
 
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
 """ResNet-50's stages, conv2_x to conv5_x: (filters, blocks, stride of the first block)."""

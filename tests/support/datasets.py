@@ -8,13 +8,14 @@ within its split (little-endian), so tests can check which patches a batch holds
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from patchpack.manifest import fingerprint, write_json_atomic
-from patchpack.shards import FORMAT_VERSION, ShardData, file_sha256, shard_name, write_shard
+from patchpack.dataset.io import manifest_json
+from patchpack.dataset.manifest import Manifest, ShardEntry, SplitCount
+from patchpack.dataset.shards import FORMAT_VERSION, ShardData, shard_name, write_shard
+from patchpack.params import DatasetParams, ExtractParams, ShardParams
 
 
 def tone_patches(
@@ -51,8 +52,17 @@ def make_dataset(
         sizes = {"train": [40, 25, 31], "val": [20], "test": [12, 9]}
     rng = np.random.default_rng(seed)
     class_names = [f"class_{k}" for k in range(classes)]
+    level = {"zstd": 3, "gzip": 4, "none": 0}[compression]
+    params = DatasetParams(
+        seed=seed,
+        channels=channels,
+        extract=ExtractParams(patch_size=patch_size, per_image=10),
+        shards=ShardParams(
+            target_patches=32, chunk_patches=chunk_patches, compression=compression, level=level
+        ),
+    )
     entries = []
-    counts: dict[str, dict[str, object]] = {}
+    counts: dict[str, SplitCount] = {}
     index = 0
     for split in ("train", "val", "test"):
         serial = 0
@@ -76,7 +86,7 @@ def make_dataset(
                 coords=np.zeros((n, 2), np.int32),
                 attrs={
                     "format_version": FORMAT_VERSION,
-                    "class_names": json.dumps(class_names),
+                    "class_names": manifest_json(class_names).strip(),
                     "split": split,
                     "patch_size": patch_size,
                     "channels": channels,
@@ -88,40 +98,13 @@ def make_dataset(
                 data,
                 chunk_patches=chunk_patches,
                 compression=compression,
-                level=3 if compression == "zstd" else (4 if compression == "gzip" else 0),
+                level=level,
             )
-            entries.append(
-                {
-                    "path": relative,
-                    "split": split,
-                    "patches": n,
-                    "sha256": file_sha256(folder / relative),
-                    "content_sha256": data.content_sha256(),
-                    "patch_digests": "".join(data.patch_digests()),
-                }
-            )
+            entries.append(ShardEntry.of(relative, split, folder / relative, data))
             index += 1
-        counts[split] = {"total": serial, "per_class": per_class}
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "class_names": class_names,
-        "params": {
-            "seed": seed,
-            "channels": channels,
-            "extract": {"patch_size": patch_size, "per_image": 10, "per_class": None},
-            "split": {"mode": "region", "fractions": {"train": 0.7, "val": 0.15, "test": 0.15}},
-            "shards": {
-                "target_patches": 32,
-                "chunk_patches": chunk_patches,
-                "compression": compression,
-                "level": 3,
-            },
-        },
-        "counts": counts,
-        "shards": entries,
-        "fingerprint": fingerprint(class_names, entries),
-        "environment": {},
-        "sources": [],
-    }
-    write_json_atomic(folder / "manifest.json", manifest)
+        counts[split] = SplitCount(total=serial, per_class=per_class)
+    manifest = Manifest.create(
+        class_names=class_names, params=params, sources=[], counts=counts, shards=entries
+    )
+    manifest.write(folder)
     return folder

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from patchpack.dataset.shards import shard_name
+from patchpack.dataset.sources import SourceImage
 from patchpack.errors import ConfigError, SourceError
 from patchpack.params import SPLITS, ExtractParams, SplitParams
-from patchpack.shards import shard_name
-from patchpack.sources import SourceImage
 
 STREAM_SPLIT = 1
 STREAM_BLOCKS = 2

@@ -1,12 +1,14 @@
-"""Batches of patches streamed from HDF5 shards, for Keras (``PyDataset``) and plain numpy::
+"""Batches of patches streamed from HDF5 shards, as plain numpy (no deep-learning framework)::
 
-    from patchpack.loader import open_dataset
+    from patchpack import open_dataset
 
     with open_dataset("data/patches") as dataset:
         train = dataset.split("train")
         for images, labels in train.batches(batch_size=64, seed=0, epoch=0):
             ...  # images: uint8 (n, h, w, c); labels: int32 (n,)
-        model.fit(train.as_pydataset(batch_size=64, seed=0), shuffle=False)
+
+Frameworks get thin adapters beside this module: :mod:`patchpack.training.keras_adapter` wraps a
+:class:`Split` as a ``keras.utils.PyDataset``.
 
 How an epoch is shuffled
 ------------------------
@@ -30,8 +32,8 @@ or worker count, and every patch is visited exactly once per epoch, the last bat
 when the split size is not a multiple of the batch size. Without ``shuffle`` the order is the
 canonical one (shards in manifest order, rows in order), as evaluation wants.
 
-Parallelism: batches are read ahead by threads (``workers``), through Keras' ``PyDataset`` workers or
-the numpy iterator's own pool. h5py serializes calls into HDF5, so the threads overlap reading with
+Parallelism: batches are read ahead by threads (``workers``), through an adapter's workers (Keras'
+``PyDataset``) or the numpy iterator's own pool. h5py serializes calls into HDF5, so the threads overlap reading with
 the model's work rather than decode several chunks at once; nothing is loaded beyond the groups in
 the cache, so memory does not grow with the dataset.
 """
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -48,19 +51,56 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import keras
 import numpy as np
 
-from patchpack.manifest import Manifest, load_manifest
-from patchpack.shards import ShardReader
+from patchpack.dataset.manifest import Manifest, load_manifest
+from patchpack.dataset.shards import ShardReader
+from patchpack.params import ShardParams
 
-DEFAULT_CHUNK_PATCHES = 64
 DEFAULT_BUFFER_BYTES = 16 * 2**20
 DEFAULT_CACHE_GROUPS = 3
 
 # Streams of the per-epoch generators: default_rng([seed, epoch, STREAM, ...]).
 _WINDOW_STREAM = 0
 _GROUP_STREAM = 1
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How one epoch of a split is delivered; the order depends on ``seed`` and ``epoch`` only.
+
+    Attributes
+    ----------
+    batch_size : int
+        Patches per batch; the last batch holds the remainder.
+    seed, epoch : int, default 0
+        What the order is a function of.
+    shuffle : bool, default True
+        False gives the canonical order (shards in manifest order, rows in order).
+    workers : int, default 2
+        Threads reading ahead; 0 reads in the calling thread. Changes speed, never the order.
+    shuffle_buffer : int, optional
+        Patches shuffled together in memory (see the module docstring); default: as many as fill
+        16 MiB.
+    """
+
+    batch_size: int
+    seed: int = 0
+    epoch: int = 0
+    shuffle: bool = True
+    workers: int = 2
+    shuffle_buffer: int | None = None
+
+    def __post_init__(self) -> None:
+        size = self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"batch_size must be a positive integer (received {size!r})")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more (received {self.workers!r})")
+
+    def next_epoch(self) -> BatchOptions:
+        """The same options for the following epoch."""
+        return dataclasses.replace(self, epoch=self.epoch + 1)
 
 
 class Window(NamedTuple):
@@ -120,7 +160,7 @@ def plan_epoch(
     seed: int,
     epoch: int,
     shuffle: bool = True,
-    window: int = DEFAULT_CHUNK_PATCHES,
+    window: int = ShardParams().chunk_patches,
     shuffle_buffer: int = 1024,
 ) -> EpochPlan:
     """Plan an epoch over shards of ``sizes`` patches (see the module docstring). Pure and cheap.
@@ -133,7 +173,7 @@ def plan_epoch(
         The order is a function of these two only.
     shuffle : bool, default True
         False gives the canonical order: shards in order, rows in order.
-    window : int, default 64
+    window : int, default 256
         Rows per window: the shards' ``chunk_patches``, so a window decodes whole chunks.
     shuffle_buffer : int, default 1024
         Patches per group (rounded down to whole windows, at least one) permuted in memory.
@@ -165,12 +205,13 @@ class PatchDataset:
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
-        self.folder = manifest.folder
-        self.class_names = manifest.class_names
+        if manifest.folder is None:
+            raise ValueError("the manifest was not read from a folder; use open_dataset(folder)")
+        self.folder: Path = manifest.folder
+        self.class_names = list(manifest.class_names)
         self.patch_size = manifest.patch_size
         self.channels = manifest.channels
-        shard_params = manifest.raw.get("params", {}).get("shards", {})
-        self.chunk_patches = int(shard_params.get("chunk_patches", DEFAULT_CHUNK_PATCHES))
+        self.chunk_patches = manifest.params.shards.chunk_patches
         self._splits: dict[str, Split] = {}
 
     @property
@@ -222,7 +263,7 @@ class Split:
         paths: Sequence[Path],
         sizes: Sequence[int],
         *,
-        chunk_patches: int = DEFAULT_CHUNK_PATCHES,
+        chunk_patches: int = ShardParams().chunk_patches,
         patch_bytes: int = 1024,
     ) -> None:
         self.name = name
@@ -278,69 +319,45 @@ class Split:
         workers: int = 2,
         shuffle_buffer: int | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield one epoch as ``(images, labels)`` batches, read ahead by ``workers`` threads.
-
-        Parameters
-        ----------
-        batch_size : int
-            Patches per batch; the last batch holds the remainder.
-        seed, epoch : int, default 0
-            The order is a function of these two only.
-        shuffle : bool, default True
-            False gives the canonical order.
-        workers : int, default 2
-            Threads reading ahead; 0 reads in the calling thread.
-        shuffle_buffer : int, optional
-            Patches shuffled together in memory (see the module docstring); default: as many as
-            fill 16 MiB.
+        """Yield one epoch as ``(images, labels)`` batches; the arguments are :class:`BatchOptions`.
 
         Yields
         ------
         images : ndarray of shape (n, height, width, n_channels), uint8
         labels : ndarray of shape (n,), int32
         """
-        source = self._source(batch_size, seed, epoch, shuffle, shuffle_buffer, workers)
-        if workers <= 0:
+        options = BatchOptions(batch_size, seed, epoch, shuffle, workers, shuffle_buffer)
+        return self.iter_epoch(options)
+
+    def iter_epoch(self, options: BatchOptions) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield the epoch ``options`` describes, read ahead by ``options.workers`` threads."""
+        source = self.epoch_source(options)
+        if options.workers <= 0:
             for index in range(source.num_batches):
                 yield source.batch(index)
             return
         # Threads read whole groups ahead; batches are slices of them, cut here. A thread per batch
         # would cost more in hand-offs than slicing does.
         submitted = 0
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="patchpack-loader") as pool:
+        groups = len(source.plan.groups)
+        with ThreadPoolExecutor(options.workers, thread_name_prefix="patchpack-loader") as pool:
             for index in range(source.num_batches):
-                wanted = min(len(source.plan.groups), source.last_group(index) + 1 + workers)
+                wanted = min(groups, source.last_group(index) + 1 + options.workers)
                 while submitted < wanted:
                     pool.submit(source.prefetch, submitted)
                     submitted += 1
                 yield source.batch(index)
 
-    def as_pydataset(
-        self,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        epoch: int = 0,
-        shuffle: bool = True,
-        workers: int = 2,
-        max_queue_size: int = 10,
-        shuffle_buffer: int | None = None,
-    ) -> ShardSequence:
-        """This split as a :class:`keras.utils.PyDataset` for ``model.fit``/``predict``.
-
-        It starts at ``epoch`` and moves to the next epoch's order at each ``on_epoch_end``. Pass
-        ``shuffle=False`` to ``model.fit``: the order is already shuffled, by seed and epoch.
-        """
-        return ShardSequence(
-            self,
-            batch_size,
-            seed=seed,
-            epoch=epoch,
-            shuffle=shuffle,
-            workers=workers,
-            max_queue_size=max_queue_size,
-            shuffle_buffer=shuffle_buffer,
+    def epoch_source(self, options: BatchOptions) -> BatchSource:
+        """Random access to the batches of the epoch ``options`` describes (thread-safe)."""
+        plan = self.plan(
+            seed=options.seed,
+            epoch=options.epoch,
+            shuffle=options.shuffle,
+            shuffle_buffer=options.shuffle_buffer,
         )
+        cache = max(DEFAULT_CACHE_GROUPS, options.workers + 2)
+        return BatchSource(self, plan, options.batch_size, cache_groups=cache)
 
     def reader(self, shard: int) -> ShardReader:
         """The open reader of shard number ``shard``, opened on first use."""
@@ -356,65 +373,6 @@ class Split:
                 reader.close()
             self._readers.clear()
 
-    def _source(
-        self,
-        batch_size: int,
-        seed: int,
-        epoch: int,
-        shuffle: bool,
-        shuffle_buffer: int | None,
-        workers: int,
-    ) -> _BatchSource:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer (received {batch_size!r})")
-        plan = self.plan(seed=seed, epoch=epoch, shuffle=shuffle, shuffle_buffer=shuffle_buffer)
-        return _BatchSource(
-            self, plan, batch_size, cache_groups=max(DEFAULT_CACHE_GROUPS, workers + 2)
-        )
-
-
-class ShardSequence(keras.utils.PyDataset):
-    """A :class:`Split` as a Keras ``PyDataset``: batch ``i`` of the current epoch, read by workers.
-
-    ``__getitem__`` is random access, so Keras' worker threads can read several batches ahead; the
-    groups they share are read once and cached. ``on_epoch_end`` moves to the next epoch's order.
-    """
-
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        epoch: int = 0,
-        shuffle: bool = True,
-        workers: int = 2,
-        max_queue_size: int = 10,
-        shuffle_buffer: int | None = None,
-    ) -> None:
-        super().__init__(workers=max(1, workers), max_queue_size=max_queue_size)
-        self.split = split
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = epoch
-        self.shuffle = shuffle
-        self.shuffle_buffer = shuffle_buffer
-        self._source = split._source(batch_size, seed, epoch, shuffle, shuffle_buffer, workers)
-
-    def __len__(self) -> int:
-        return self._source.num_batches
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
-        return self._source.batch(index)
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._source = self.split._source(
-            self.batch_size, self.seed, self.epoch, self.shuffle, self.shuffle_buffer, self.workers
-        )
-
 
 class _Slot:
     """One cached group: filled once by whichever thread gets there first."""
@@ -424,7 +382,7 @@ class _Slot:
         self.value: tuple[np.ndarray, np.ndarray] | None = None
 
 
-class _BatchSource:
+class BatchSource:
     """Batches of one epoch plan, by index, thread-safe; reads each group once while it is cached."""
 
     def __init__(

@@ -23,7 +23,8 @@ from pathlib import Path
 import yaml
 
 from patchpack.errors import PatchpackError, RemoteError
-from patchpack.remote import check_remote, find_root, load_remote, run_dvc
+from patchpack.sharing.dvcconfig import find_root, load_remote, run_dvc
+from patchpack.sharing.remote import check_remote
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def pull(
     PatchpackError
         When the rebuild itself fails (e.g. the source images are missing).
     """
-    from patchpack.verify import verify
+    from patchpack.audit.verify import verify
 
     start = Path(root)
     root = find_root(start)

@@ -9,6 +9,7 @@ run with the same plan reuses the complete shards it finds in staging.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import multiprocessing
@@ -23,29 +24,24 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-import patchpack
+from patchpack.dataset.io import manifest_json
+from patchpack.dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry, SplitCount
+from patchpack.dataset.plan import (
+    ImagePlan,
+    ShardSpec,
+    cut_shards,
+    plan_images,
+    sample_image,
+    split_counts,
+)
+from patchpack.dataset.shards import FORMAT_VERSION, SHARD_GLOB, ShardData, read_shard, write_shard
+from patchpack.dataset.sources import SourceImage, catalog, load_pixels
 from patchpack.errors import IntegrityError, SourceError
-from patchpack.manifest import (
-    MANIFEST_NAME,
-    canonical_json,
-    environment,
-    fingerprint,
-    write_json_atomic,
-)
 from patchpack.params import SPLITS, ExtractParams, Params, SplitParams
-from patchpack.plan import ImagePlan, ShardSpec, cut_shards, plan_images, sample_image, split_counts
-from patchpack.shards import (
-    FORMAT_VERSION,
-    SHARD_GLOB,
-    ShardData,
-    file_sha256,
-    read_shard,
-    write_shard,
-)
-from patchpack.sources import SourceImage, catalog, load_pixels
 
-# Modules whose code decides the bytes of a dataset: a change to any of them invalidates staged shards.
-_BYTE_MODULES = ("extract.py", "plan.py", "shards.py", "sources.py", "manifest.py")
+# This folder holds exactly the code that decides a dataset's bytes (dvc.yaml's extract stage depends
+# on it too): a change to any module in it invalidates staged shards.
+PACKAGE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,7 @@ class Job:
     staging: Path
 
 
-def extract(params: Params, *, out: Path, workers: int = 1) -> dict[str, Any]:
+def extract(params: Params, *, out: Path, workers: int = 1) -> Manifest:
     """Extract the dataset that ``params`` describes into ``out`` and return its manifest.
 
     Raises
@@ -97,35 +93,31 @@ def extract(params: Params, *, out: Path, workers: int = 1) -> dict[str, Any]:
             disable=not sys.stderr.isatty(),
         )
     )
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "patchpack": patchpack.__version__,
-        "class_names": class_names,
-        "params": params.dataset_dict(),
-        "sources": [source.record() for source in sources],
-        "counts": _counts(sources, counts, class_names),
-        "shards": entries,
-        "fingerprint": fingerprint(class_names, entries),
-        "environment": environment(),
-    }
-    _remove_strays(staging, {entry["path"] for entry in entries})
-    write_json_atomic(staging / MANIFEST_NAME, manifest)
+    manifest = Manifest.create(
+        class_names=class_names,
+        params=params.dataset,
+        sources=[source.record() for source in sources],
+        counts=_counts(sources, counts, class_names),
+        shards=entries,
+    )
+    _remove_strays(staging, {entry.path for entry in entries})
+    manifest.write(staging)
     _swap(staging, out)
-    return manifest
+    return dataclasses.replace(manifest, folder=out)
 
 
 def plan_digest(params: Params, class_names: list[str], sources: list[SourceImage]) -> str:
     """Identity of a run's intended output: params, sources, format and the byte-deciding code."""
     digest = hashlib.sha256()
-    digest.update(canonical_json([FORMAT_VERSION, params.dataset_dict(), class_names]).encode())
-    digest.update(canonical_json([source.record() for source in sources]).encode())
-    package = Path(__file__).parent
-    for name in _BYTE_MODULES:
-        digest.update((package / name).read_bytes())
+    digest.update(manifest_json([FORMAT_VERSION, params.dataset_dict(), class_names]).encode())
+    digest.update(manifest_json([source.record().to_dict() for source in sources]).encode())
+    for module in sorted(PACKAGE.glob("*.py")):
+        digest.update(f"{module.name}\0".encode())
+        digest.update(module.read_bytes())
     return digest.hexdigest()
 
 
-def _run(jobs: list[Job], workers: int) -> Iterator[dict[str, Any]]:
+def _run(jobs: list[Job], workers: int) -> Iterator[ShardEntry]:
     if workers <= 1 or len(jobs) <= 1:
         yield from map(write_job, jobs)
         return
@@ -135,7 +127,7 @@ def _run(jobs: list[Job], workers: int) -> Iterator[dict[str, Any]]:
         yield from pool.imap(write_job, jobs, chunksize=1)
 
 
-def write_job(job: Job) -> dict[str, Any]:
+def write_job(job: Job) -> ShardEntry:
     """Write (or reuse, when a complete one is staged) one shard; return its manifest entry."""
     path = job.staging / job.spec.path
     if path.exists():
@@ -145,7 +137,7 @@ def write_job(job: Job) -> dict[str, Any]:
             path.unlink()
         else:
             if len(data) == job.spec.patches:
-                return _entry(job.spec, path, data)
+                return ShardEntry.of(job.spec.path, job.spec.split, path, data)
             path.unlink()
     data = build_shard(job)
     shards = job.params.shards
@@ -156,7 +148,7 @@ def write_job(job: Job) -> dict[str, Any]:
         compression=shards.compression,
         level=shards.level,
     )
-    return _entry(job.spec, path, data)
+    return ShardEntry.of(job.spec.path, job.spec.split, path, data)
 
 
 def build_shard(job: Job) -> ShardData:
@@ -189,7 +181,7 @@ def build_shard(job: Job) -> ShardData:
         coords=np.concatenate(coords).astype(np.int32),
         attrs={
             "channels": params.source.channels,
-            "class_names": canonical_json(list(job.class_names)).strip(),
+            "class_names": manifest_json(list(job.class_names)).strip(),
             "format_version": FORMAT_VERSION,
             "patch_size": size,
             "split": split,
@@ -227,26 +219,15 @@ def _rows(
 _ROWS_CACHE: dict[str, Any] = {}
 
 
-def _entry(spec: ShardSpec, path: Path, data: ShardData) -> dict[str, Any]:
-    return {
-        "path": spec.path,
-        "split": spec.split,
-        "patches": len(data),
-        "sha256": file_sha256(path),
-        "content_sha256": data.content_sha256(),
-        "patch_digests": "".join(data.patch_digests()),
-    }
-
-
 def _counts(
     sources: list[SourceImage], counts: list[dict[str, int]], class_names: list[str]
-) -> dict[str, dict[str, Any]]:
-    result: dict[str, dict[str, Any]] = {}
+) -> dict[str, SplitCount]:
+    result: dict[str, SplitCount] = {}
     for name in SPLITS:
         per_class = dict.fromkeys(class_names, 0)
         for source, per_split in zip(sources, counts, strict=True):
             per_class[source.class_name] += per_split[name]
-        result[name] = {"total": sum(per_class.values()), "per_class": per_class}
+        result[name] = SplitCount(total=sum(per_class.values()), per_class=per_class)
     return result
 
 

@@ -1,0 +1,123 @@
+"""The house's rules, checked on the source: wings import downwards only, and nothing imports in a circle.
+
+Every ``import`` statement counts, including those inside functions (a lazy import still couples two
+modules). Layers, lowest first: the entrance's own modules (errors, params, version), ``dataset``,
+``audit``, then ``sharing`` and ``training`` side by side; ``cli`` and the package ``__init__`` sit on
+top and only they may reach across.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[1] / "src" / "patchpack"
+
+# What each wing may import from patchpack, besides itself.
+ALLOWED = {
+    "base": {"base"},
+    "dataset": {"base"},
+    "audit": {"base", "dataset"},
+    "sharing": {"base", "dataset", "audit"},
+    "training": {"base", "dataset"},
+    "entrance": {"base", "dataset", "audit", "sharing", "training"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def wing(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] == "cli":
+        return "entrance"
+    if parts[1] in ("dataset", "audit", "sharing", "training"):
+        return parts[1]
+    return "base"
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(module: str) -> set[str]:
+    """The patchpack modules that ``module`` imports anywhere in its body."""
+    found: set[str] = set()
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        found |= {name for name in names if name in MODULES and name != module}
+    return found
+
+
+GRAPH = {module: imports_of(module) for module in MODULES}
+
+
+def test_the_graph_sees_the_package() -> None:
+    assert {"patchpack.cli", "patchpack.dataset.extract", "patchpack.audit.verify"} <= set(GRAPH)
+    assert "patchpack.dataset.manifest" in GRAPH["patchpack.dataset.extract"]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down_only(module: str) -> None:
+    own = wing(module)
+    upward = sorted(t for t in GRAPH[module] if wing(t) != own and wing(t) not in ALLOWED[own])
+    assert not upward, f"{module} ({wing(module)}) imports from a higher or sibling wing: {upward}"
+
+
+def test_nothing_imports_the_cli() -> None:
+    importers = sorted(m for m, targets in GRAPH.items() if "patchpack.cli" in targets)
+    assert importers == []
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle in ``graph`` as a list of modules, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return [*stack[stack.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycles() -> None:
+    assert find_cycle(GRAPH) is None, " -> ".join(find_cycle(GRAPH) or [])
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_import_patchpack_stays_light() -> None:
+    code = (
+        "import sys, patchpack; "
+        "heavy = sorted(m for m in ('keras', 'tensorflow', 'torch', 'dvc', 'boto3') if m in sys.modules); "
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
