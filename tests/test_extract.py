@@ -15,7 +15,7 @@ from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import load_manifest
 from patchpack.dataset.shards import read_shard
-from patchpack.errors import SourceError
+from patchpack.errors import OutputError, SourceError
 from support.commands import PATCHPACK, file_digests, run_patchpack
 from support.images import copy_reversed, make_folder, small_params, write_params
 
@@ -133,7 +133,7 @@ def test_bad_input_writes_nothing(images: Path, tmp_path: Path) -> None:
 def test_refuses_to_replace_a_folder_that_is_not_a_dataset(images: Path, tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
-    with pytest.raises(SourceError, match=r"thesis.tex, which is not part of a patchpack dataset"):
+    with pytest.raises(OutputError, match=r"thesis.tex, which is not part of a patchpack dataset"):
         extract(small_params(images), out=tmp_path / "mine")
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 

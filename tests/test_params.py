@@ -57,6 +57,22 @@ def test_defaults_fill_missing_sections() -> None:
         ({"split": "region"}, r"split must be a mapping"),
         ({"train": {"cnn": {"epochs": 0}}}, r"train.cnn.epochs must be at least 1"),
         ({"train": {"mixed_precision": "yes"}}, r"train.mixed_precision must be true or false"),
+        (
+            {"extract": {"per_image": 1_000_000_000}},
+            r"extract.per_image must be at most 10000000 \(received 1000000000\)",
+        ),
+        (
+            {"extract": {"per_image": None, "per_class": 10_000_001}},
+            r"extract.per_class must be at most 10000000 \(received 10000001\)",
+        ),
+        (
+            {"extract": {"patch_size": 4097}},
+            r"extract.patch_size must be at most 4096 \(received 4097\)",
+        ),
+        (
+            {"split": {"block_size": 65537}},
+            r"split.block_size must be at most 65536 \(received 65537\)",
+        ),
     ],
 )
 def test_bad_params_name_the_key_and_value(raw: dict[str, object], message: str) -> None:
@@ -76,6 +92,59 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     broken.write_text("base:\n  seed: [1,\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"is not valid YAML"):
         load_params(broken)
+
+
+def test_upper_limits_are_accepted() -> None:
+    params = params_from_dict(
+        {"extract": {"per_image": 10_000_000, "patch_size": 4096}, "split": {"block_size": 65536}}
+    )
+    assert (params.extract.per_image, params.extract.patch_size) == (10_000_000, 4096)
+    assert params.split.block_size == 65536
+
+
+def test_a_params_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"base:\n  seed: 7 # caf\xe9\n")
+    with pytest.raises(
+        ConfigError, match=r"params.yaml: not UTF-8 text \(byte 0xe9 at offset 21\)"
+    ):
+        load_params(path)
+
+
+def test_yaml_aliases_are_refused(tmp_path: Path) -> None:
+    """Billion laughs: nine levels of aliases expand to 10**9 strings once the value is echoed."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 10)}]" for k in range(1, 10)]
+    bomb = tmp_path / "params.yaml"
+    bomb.write_text(
+        "extract:\n  patch_size:\n" + "".join(f"    {line}\n" for line in lines), encoding="utf-8"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"params.yaml: line 4: YAML aliases \(\*a0\) are not allowed in params files",
+    ):
+        load_params(bomb)
+
+
+def test_yaml_anchors_without_aliases_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("extract:\n  patch_size: &size 24\n", encoding="utf-8")
+    assert load_params(path).extract.patch_size == 24
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "base:\n  seed: 2019-02-30\n",  # a date PyYAML parses, then fails to build (ValueError)
+        "base:\n  seed: !!float 'x'\n",
+        "base:\n  seed: " + "[" * 5000 + "]" * 5000 + "\n",  # nesting deep enough to recurse
+    ],
+)
+def test_yaml_the_parser_cannot_build_is_a_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"params.yaml:.* is not valid YAML; fix the syntax"):
+        load_params(path)
 
 
 def test_source_override(tmp_path: Path) -> None:

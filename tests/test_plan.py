@@ -203,3 +203,52 @@ def test_adding_one_image_changes_few_shards() -> None:
     after = groups(grown, grown_counts)
     assert len(before) >= 10
     assert len(after - before) <= 2, (len(before), len(after - before))
+
+
+def test_more_patches_than_positions_is_refused_before_drawing() -> None:
+    source = fake("brick/brick.png", size=(40, 40))  # 25 x 25 = 625 positions for 16x16
+    image = replace(REGION, mode="image")
+    plan_images([source], seed=1, extract=replace(EXTRACT, per_image=625), split=image)
+    with pytest.raises(
+        SourceError,
+        match=r"^brick/brick.png: 626 patches of 16x16 asked for the train split, but it has only "
+        r"625 distinct positions there; lower extract.per_image$",
+    ):
+        plan_images([source], seed=1, extract=replace(EXTRACT, per_image=626), split=image)
+
+
+def test_region_mode_counts_the_positions_of_each_split_blocks() -> None:
+    source = fake("a.png", size=(64, 64))  # 2 x 2 blocks of 32: train 2, val 1, test 1
+    blocks = region_splits(source, seed=1, split=REGION)
+    assert [len(blocks[name]) for name in SPLITS] == [2, 1, 1]
+    # 870 patches: train 522 <= 2 * 17 * 17 = 578, val 174 <= 289, test 174 <= 289
+    plan_images([source], seed=1, extract=replace(EXTRACT, per_image=870), split=REGION)
+    with pytest.raises(
+        SourceError,
+        match=r"a.png: 300 patches of 16x16 asked for the val split, but it has only 289 "
+        r"distinct positions there; lower extract.per_image",
+    ):
+        plan_images(
+            [source],
+            seed=1,
+            extract=replace(EXTRACT, per_image=1000),
+            split=replace(REGION, fractions=(0.4, 0.3, 0.3)),
+        )
+
+
+def test_patch_mode_and_per_class_name_their_own_knob() -> None:
+    source = fake("a.png", size=(20, 20))  # 5 x 5 = 25 positions
+    with pytest.raises(
+        SourceError,
+        match=r"a.png: 26 patches of 16x16 asked, but it has only 25 distinct positions; "
+        r"lower extract.per_image",
+    ):
+        plan_images(
+            [source],
+            seed=1,
+            extract=replace(EXTRACT, per_image=26),
+            split=replace(REGION, mode="patch"),
+        )
+    per_class = replace(EXTRACT, per_image=None, per_class=26)
+    with pytest.raises(SourceError, match=r"only 25 distinct positions; lower extract.per_class"):
+        plan_images([source], seed=1, extract=per_class, split=replace(REGION, mode="patch"))

@@ -20,7 +20,7 @@ from patchpack.sharing.local import check_local
 from patchpack.sharing.policy import read_only_policy
 from patchpack.sharing.remote import check, setup_local, setup_s3
 from patchpack.sharing.s3 import check_s3
-from patchpack.sharing.spec import RemoteCheckFailed, RemoteSpec, parse_s3_url
+from patchpack.sharing.spec import RemoteCheckFailed, RemoteSpec, mask_credentials, parse_s3_url
 from support.s3server import ScriptedS3, free_port, isolate_aws, moto_server
 
 
@@ -87,6 +87,46 @@ def test_parse_s3_url(url, expected):
 def test_parse_s3_url_rejects(url, match):
     with pytest.raises(RemoteError, match=match):
         parse_s3_url(url)
+
+
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYSECRETKEY"  # AWS secret keys may hold '/' and '+'
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (f"s3://AKIAKEY:{SECRET}@my-bucket/ds", "s3://***@my-bucket/ds"),
+        (f"http://AKIAKEY:{SECRET}@127.0.0.1:9000", "http://***@127.0.0.1:9000"),
+        ("https://user:pw@minio.example.org/", "https://***@minio.example.org/"),
+        ("ssh://user@example.org/srv/dvc", "ssh://***@example.org/srv/dvc"),
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+        ("s3://my-bucket/odd@prefix", "s3://my-bucket/odd@prefix"),
+    ],
+)
+def test_mask_credentials(url, masked):
+    assert mask_credentials(url) == masked
+
+
+def test_a_user_name_alone_is_no_secret_outside_s3(project):
+    """DVC names an SSH remote's user in its url; a password there is refused."""
+    from patchpack.sharing.dvcconfig import run_dvc
+
+    run_dvc(["remote", "add", "--default", "box", "ssh://deploy@example.org/srv/dvc"], project)
+    assert load_remote(project).url == "ssh://deploy@example.org/srv/dvc"
+    run_dvc(["remote", "modify", "box", "url", "ssh://deploy:hunter2@example.org/srv"], project)
+    with pytest.raises(
+        RemoteError, match=r"remote 'box' url ssh://\*\*\*@example.org/srv carries credentials"
+    ) as caught:
+        load_remote(project)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_parse_s3_url_refuses_credentials_without_echoing_them():
+    with pytest.raises(
+        RemoteError, match=r"^remote url s3://\*\*\*@my-bucket/ds carries credentials"
+    ) as caught:
+        parse_s3_url(f"s3://AKIAKEY:{SECRET}@my-bucket/ds")
+    assert "AKIAKEY" not in str(caught.value) and "SECRETKEY" not in str(caught.value)
 
 
 # --- what works -----------------------------------------------------------------------------------
@@ -273,6 +313,76 @@ def test_check_flags_committed_credentials(server, bucket, project, aws):
     assert failure(report).kind == "committed-secrets"
     assert "remote.storage.access_key_id" in failure(report).detail
     assert "AKIALEAKEDKEY0000001" not in report.render()
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint", "match"),
+    [
+        (
+            "s3://pp-creds/ds",
+            f"http://AKIAKEY:{SECRET}@127.0.0.1:9000",
+            r"^--endpoint-url http://\*\*\*@127.0.0.1:9000 carries credentials",
+        ),
+        (
+            f"s3://AKIAKEY:{SECRET}@pp-creds/ds",
+            "http://127.0.0.1:9000",
+            r"^remote url s3://\*\*\*@pp-creds/ds carries credentials",
+        ),
+    ],
+)
+def test_setup_s3_refuses_credentials_in_urls(project, url, endpoint, match):
+    before = (project / ".dvc" / "config").read_text()
+    with pytest.raises(RemoteError, match=match) as caught:
+        setup_s3(project, url, endpoint_url=endpoint)
+    assert "AKIAKEY" not in str(caught.value) and "SECRETKEY" not in str(caught.value)
+    assert (project / ".dvc" / "config").read_text() == before
+
+
+def test_cli_refuses_an_endpoint_with_credentials(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    endpoint = f"http://AKIAKEY:{SECRET}@127.0.0.1:{free_port()}"
+    assert cli.main(["remote", "s3", "s3://pp-cli-creds/ds", "--endpoint-url", endpoint]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("patchpack remote: error: --endpoint-url http://***@127.0.0.1:")
+    for text in (captured.out, captured.err, (project / ".dvc" / "config").read_text()):
+        assert "AKIAKEY" not in text and "SECRETKEY" not in text
+
+
+def test_check_refuses_a_configured_url_with_credentials(server, bucket, project, aws):
+    setup_s3(project, f"s3://{bucket}/ds", endpoint_url=server.endpoint)
+    config = project / ".dvc" / "config"
+    host = server.endpoint.split("://", 1)[1]
+    config.write_text(
+        config.read_text().replace(server.endpoint, f"http://AKIAKEY:{SECRET}@{host}")
+    )
+    with pytest.raises(
+        RemoteError, match=r"remote 'storage' endpointurl http://\*\*\*@127.0.0.1:\d+ carries"
+    ) as caught:
+        check(project)
+    assert "SECRETKEY" not in str(caught.value)
+
+
+def test_check_flags_a_committed_secret_key_alone(server, bucket, project, aws):
+    """Half a key pair in .dvc/config used to crash signing with a TypeError."""
+    setup_s3(project, f"s3://{bucket}/ds", endpoint_url=server.endpoint)
+    config = project / ".dvc" / "config"
+    config.write_text(config.read_text() + "    secret_access_key = LEAKEDSECRETVALUE0001\n")
+    report = check(project)
+    assert failure(report).kind == "committed-secrets"
+    assert "remote.storage.secret_access_key" in failure(report).detail
+    assert "dvc remote modify --local" in failure(report).detail
+    assert report.status("credentials") == "fail"
+    assert "gives no access_key_id" in report.render()
+    assert "LEAKEDSECRETVALUE0001" not in report.render()
+
+
+def test_half_a_key_pair_in_the_environment(server, bucket, aws, monkeypatch):
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    problem = failure(check_s3(spec_for(server, bucket)))
+    assert problem.kind == "half-credentials"
+    assert problem.detail.startswith(
+        f"incomplete AWS credentials for s3://{bucket}/datasets: env gives no AWS_SECRET_ACCESS_KEY"
+    )
 
 
 def test_local_remote(tmp_path, project):

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from patchpack.dataset.output import ignore_file_size_signal
 from patchpack.errors import ConfigError, IntegrityError, PatchpackError, SourceError
 from patchpack.params import MODELS, Params, load_params
 
@@ -49,6 +50,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = verify_rebuild(Path(args.data), _params(args), workers=args.workers)
     else:
         report = verify(Path(args.data), allow_container_diff=args.pixels_only)
+    if not args.no_lock:
+        from patchpack.sharing.pull import committed_state
+
+        problem, note = committed_state(Path(args.data))
+        (report.problems if problem else report.notes).append(problem or note)
     print(report.render())
     return 0 if report.ok else 1
 
@@ -217,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept shards whose pixels match but whose file bytes differ (other HDF5/zstd build)",
     )
+    sub.add_argument(
+        "--no-lock",
+        action="store_true",
+        help="inside a DVC project, do not compare the folder with the md5 dvc.lock records",
+    )
 
     sub = verb(
         "info", cmd_info, "counts per split and class, bytes on disk, compression, fingerprint"
@@ -339,13 +350,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (a file name may hold a newline): one line, always."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    ignore_file_size_signal()
     try:
         code: int = args.func(args)
     except PatchpackError as exc:
-        print(f"patchpack {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"patchpack {args.verb}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(

@@ -34,3 +34,7 @@ class RemoteError(PatchpackError):
 
 class ModelError(PatchpackError):
     """A model file is missing, unreadable or does not fit the dataset."""
+
+
+class OutputError(PatchpackError):
+    """The output cannot be written: another writer holds it, no space, no permission, a size limit."""

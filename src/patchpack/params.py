@@ -4,6 +4,11 @@ Every check fails with a :class:`~patchpack.errors.ConfigError` whose message na
 what it received and says what would be accepted, e.g.
 ``params.yaml: split.fractions must sum to 1 (received 0.7 + 0.2 + 0.2 = 1.1)``.
 The rest of patchpack takes these dataclasses (or plain values taken from them) and never opens YAML.
+
+A params file is UTF-8 YAML without aliases (``*name``): an alias can make a few lines expand into
+billions of values, and params.yaml never needs one. Sizes and counts have upper limits
+(``MAX_PATCHES``, ``MAX_PATCH_SIZE``, ``MAX_BLOCK_SIZE``), so a typo fails here in milliseconds instead
+of running out of memory minutes later.
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ SPLITS = ("train", "val", "test")
 SPLIT_MODES = ("image", "region", "patch")
 COMPRESSIONS = ("zstd", "gzip", "none")
 MODELS = ("cnn", "resnet50")
+
+# Upper limits: far above any real dataset, low enough that the plan and its arrays fit in memory.
+MAX_PATCHES = 10_000_000  # extract.per_image and extract.per_class
+MAX_PATCH_SIZE = 4096  # extract.patch_size, pixels
+MAX_BLOCK_SIZE = 65536  # split.block_size, pixels
+
+# What a hostile or broken YAML text can raise besides yaml.YAMLError: PyYAML's constructors let
+# ValueError (``2019-02-30``), TypeError and AttributeError escape, and deep nesting recurses.
+_PARSE_ERRORS = (yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,11 +204,23 @@ def load_params(path: str | Path = "params.yaml", *, source_dir: str | None = No
     Raises
     ------
     ConfigError
-        When the file is missing or unreadable, or any key is unknown, of the wrong type or impossible.
+        When the file is missing or unreadable, not UTF-8, not valid YAML or uses YAML aliases, or
+        when any key is unknown, of the wrong type or impossible.
     """
     path = Path(path)
+    raw = _parse_yaml(path, _read_text(path))
+    params = params_from_dict({} if raw is None else raw, origin=str(path))
+    if source_dir is not None:
+        params = dataclasses.replace(
+            params, source=dataclasses.replace(params.source, dir=str(source_dir))
+        )
+    return params
+
+
+def _read_text(path: Path) -> str:
+    """The params file's text, decoded as UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such params file; run from the project folder or pass --params PATH"
@@ -202,17 +228,46 @@ def load_params(path: str | Path = "params.yaml", *, source_dir: str | None = No
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read params file ({exc.strerror})") from exc
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            f"save the params file as UTF-8"
+        ) from exc
+
+
+class _AliasRefused(yaml.YAMLError):
+    """A YAML alias (``*name``) in a params file; ``mark`` is where it stands."""
+
+    def __init__(self, anchor: str, mark: Any) -> None:
+        super().__init__(anchor)
+        self.anchor = anchor
+        self.mark = mark
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: each alias could repeat a whole subtree (billion laughs)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+            raise _AliasRefused(str(event.anchor), event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _parse_yaml(path: Path, text: str) -> object:
+    """The YAML document in ``text``, refused (with its line) when malformed or when it uses aliases."""
+    try:
+        return yaml.load(text, Loader=_ParamsLoader)  # a SafeLoader: no Python objects
+    except _AliasRefused as exc:
+        raise ConfigError(
+            f"{path}: line {exc.mark.line + 1}: YAML aliases (*{exc.anchor}) are not allowed in "
+            f"params files; write the value out in full"
+        ) from exc
+    except _PARSE_ERRORS as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where} is not valid YAML; fix the syntax") from exc
-    params = params_from_dict({} if raw is None else raw, origin=str(path))
-    if source_dir is not None:
-        params = dataclasses.replace(
-            params, source=dataclasses.replace(params.source, dir=str(source_dir))
-        )
-    return params
 
 
 def params_from_dict(raw: object, origin: str = "params") -> Params:
@@ -255,7 +310,9 @@ def _extract(reader: _Reader, raw: object) -> ExtractParams:
         section, "extract", ("patch_size", "per_image", "per_class", "min_std", "max_tries")
     )
     default = ExtractParams()
-    patch_size = reader.integer(section, "extract.patch_size", default.patch_size, minimum=1)
+    patch_size = reader.integer(
+        section, "extract.patch_size", default.patch_size, minimum=1, maximum=MAX_PATCH_SIZE
+    )
     per_image = reader.optional_integer(section, "extract.per_image", default.per_image)
     per_class = reader.optional_integer(section, "extract.per_class", None)
     if "per_class" in section and per_class is not None and "per_image" not in section:
@@ -306,7 +363,9 @@ def _split(reader: _Reader, raw: object) -> SplitParams:
         )
     if fractions[0] == 0:
         raise ConfigError(f"{reader.origin}: split.fractions.train must be above 0 (received 0)")
-    block_size = reader.integer(section, "split.block_size", default.block_size, minimum=1)
+    block_size = reader.integer(
+        section, "split.block_size", default.block_size, minimum=1, maximum=MAX_BLOCK_SIZE
+    )
     return SplitParams(mode=mode, fractions=fractions, block_size=block_size)
 
 
@@ -402,6 +461,7 @@ class _Reader:
         default: int,
         minimum: int | None = None,
         name: str | None = None,
+        maximum: int | None = None,
     ) -> int:
         value = section.get(key.rsplit(".", 1)[-1], default)
         shown = name or key
@@ -409,15 +469,20 @@ class _Reader:
             raise self._fail(shown, "an integer", value)
         if minimum is not None and value < minimum:
             raise self._fail(shown, f"at least {minimum}", value)
+        if maximum is not None and value > maximum:
+            raise self._fail(shown, f"at most {maximum}", value)
         return value
 
     def optional_integer(
         self, section: Mapping[str, Any], key: str, default: int | None
     ) -> int | None:
+        """A patch count: null, or an integer from 1 to ``MAX_PATCHES``."""
         value = section.get(key.rsplit(".", 1)[-1], default)
         if value is None:
             return None
-        return self.integer({"value": value}, f"{key}.value", 0, minimum=1, name=key)
+        return self.integer(
+            {"value": value}, f"{key}.value", 0, minimum=1, name=key, maximum=MAX_PATCHES
+        )
 
     def number(
         self,

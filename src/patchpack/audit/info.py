@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from patchpack.dataset.manifest import load_manifest
+from patchpack.dataset.manifest import Manifest, ShardEntry, load_manifest
+from patchpack.dataset.output import stable_read
+from patchpack.errors import IntegrityError
 from patchpack.params import SPLITS
 
 
 def info(folder: Path) -> str:
     """A table of counts per split and class, bytes on disk, compression ratio and fingerprint."""
     folder = Path(folder)
-    manifest = load_manifest(folder)
+    with stable_read(folder):
+        manifest = load_manifest(folder)
+        on_disk = sum(_size(manifest, entry) for entry in manifest.shards)
     names = manifest.class_names
     counts = manifest.counts
     width = max(len(name) for name in [*names, "class", "total"])
@@ -24,9 +28,6 @@ def info(folder: Path) -> str:
     lines.append(f"{'total':<{width}}" + "".join(f"{counts[s].total:>9}" for s in SPLITS))
     size, channels = manifest.patch_size, manifest.channels
     patches = sum(entry.patches for entry in manifest.shards)
-    on_disk = sum(
-        (folder / e.path).stat().st_size for e in manifest.shards if (folder / e.path).is_file()
-    )
     raw = patches * size * size * channels
     params = manifest.params
     lines += [
@@ -38,3 +39,12 @@ def info(folder: Path) -> str:
         f"fingerprint  {manifest.fingerprint}",
     ]
     return "\n".join(lines)
+
+
+def _size(manifest: Manifest, entry: ShardEntry) -> int:
+    """Bytes on disk of one shard; 0 when it is missing or outside the folder (verify says which)."""
+    try:
+        path = manifest.shard_path(entry)
+        return path.stat().st_size if path.is_file() else 0
+    except (IntegrityError, OSError):
+        return 0

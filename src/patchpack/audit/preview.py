@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 
 from patchpack.dataset.io import atomic_output
 from patchpack.dataset.manifest import load_manifest
+from patchpack.dataset.output import stable_read
 from patchpack.dataset.shards import ShardReader
 from patchpack.errors import SourceError
 from patchpack.params import SPLITS
@@ -34,7 +35,7 @@ def sample_patches(folder: Path, per_cell: int) -> dict[tuple[str, int], np.ndar
         for entry in manifest.shards_for(split):
             if all(len(found) >= per_cell for found in picked.values()):
                 break
-            with ShardReader(folder / entry.path) as reader:
+            with ShardReader(manifest.shard_path(entry), manifest.layout(entry)) as reader:
                 for label, found in picked.items():
                     rows = np.nonzero(reader.labels == label)[0]
                     if len(found) >= per_cell or len(rows) == 0:
@@ -52,8 +53,9 @@ def contact_sheet(folder: Path, out: Path, *, per_cell: int = 8) -> Path:
     """Write a contact sheet of the dataset in ``folder`` to the PNG ``out`` (atomically)."""
     if out.suffix.lower() != ".png":
         raise SourceError(f"{out}: the contact sheet is a PNG; give a path ending in .png")
-    manifest = load_manifest(folder)
-    samples = sample_patches(folder, per_cell)
+    with stable_read(folder):
+        manifest = load_manifest(folder)
+        samples = sample_patches(folder, per_cell)
     scale = max(1, -(-CELL // manifest.patch_size))
     side = manifest.patch_size * scale
     group = per_cell * (side + GAP) + 2 * GAP

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from patchpack.audit.leakage import audit_leakage, audit_note
 from patchpack.dataset.io import file_sha256
-from patchpack.dataset.manifest import Manifest, ShardEntry, load_manifest
-from patchpack.dataset.shards import SHARD_GLOB, ShardData, read_shard
+from patchpack.dataset.manifest import Manifest, ShardEntry, fingerprint, load_manifest
+from patchpack.dataset.output import stable_read
+from patchpack.dataset.shards import SHARD_GLOB, ShardData, ShardMismatch, read_shard
 from patchpack.errors import IntegrityError
 from patchpack.params import SPLITS, Params
 
@@ -44,60 +45,78 @@ class Report:
 def verify(folder: Path, *, allow_container_diff: bool = False) -> Report:
     """Check every shard of the dataset in ``folder`` against its manifest and audit leakage.
 
-    ``allow_container_diff`` accepts shards whose decoded content matches but whose bytes differ.
+    Every shard is decoded and its content hash compared, whatever its file hash says, and the
+    fingerprint is recomputed from the entries, so a shard edited together with its manifest entry
+    fails too. ``allow_container_diff`` accepts shards whose decoded content matches but whose bytes
+    differ.
+
+    Raises
+    ------
+    DatasetChanged
+        When an extract replaced the folder while it was being read: run again.
     """
     folder = Path(folder)
+    with stable_read(folder):
+        return _verify(folder, allow_container_diff)
+
+
+def _verify(folder: Path, allow_container_diff: bool) -> Report:
     report = Report(f"verify {folder}")
     try:
         manifest = load_manifest(folder)
     except IntegrityError as exc:
         report.problems.append(str(exc))
         return report
-    entries = manifest.shards
-    expected = {entry.path for entry in entries}
-    on_disk = {path.relative_to(folder).as_posix() for path in folder.glob(f"*/{SHARD_GLOB}")}
-    leftovers = sorted(path.relative_to(folder).as_posix() for path in folder.glob("*/.shard-*"))
-    for path in sorted(on_disk - expected) + leftovers:
-        report.problems.append(f"{path}: extra file not in the manifest; delete it or re-extract")
+    _check_extras(folder, manifest, report)
     provenance: list[ShardData] = []
-    for entry in entries:
-        data = _check_shard(folder, entry, report, allow_container_diff)
+    for entry in manifest.shards:
+        data = _check_shard(manifest, entry, report, allow_container_diff)
         if data is not None:
             # the audit needs coordinates only: dropping the pixels keeps memory to one shard
             provenance.append(dataclasses.replace(data, images=data.images[:0]))
     _check_counts(manifest, report)
-    if len(provenance) == len(entries):
+    _check_fingerprint(manifest, report)
+    if len(provenance) == len(manifest.shards):
         report.problems += audit_leakage(manifest, provenance)
         report.notes.append(audit_note(manifest.params.split.mode))
     else:
         report.notes.append("leakage audit skipped: some shards are missing or unreadable")
     report.notes.append(
-        f"{len(entries)} shards, {sum(e.patches for e in entries)} patches, "
+        f"{len(manifest.shards)} shards, {sum(e.patches for e in manifest.shards)} patches, "
         f"fingerprint {manifest.fingerprint}"
     )
     return report
 
 
+def _check_extras(folder: Path, manifest: Manifest, report: Report) -> None:
+    expected = {entry.path for entry in manifest.shards}
+    on_disk = {path.relative_to(folder).as_posix() for path in folder.glob(f"*/{SHARD_GLOB}")}
+    leftovers = sorted(path.relative_to(folder).as_posix() for path in folder.glob("*/.shard-*"))
+    for path in sorted(on_disk - expected) + leftovers:
+        report.problems.append(f"{path}: extra file not in the manifest; delete it or re-extract")
+
+
 def _check_shard(
-    folder: Path, entry: ShardEntry, report: Report, allow_container_diff: bool
+    manifest: Manifest, entry: ShardEntry, report: Report, allow_container_diff: bool
 ) -> ShardData | None:
-    path = folder / entry.path
+    try:
+        path = manifest.shard_path(entry)
+    except IntegrityError as exc:
+        report.problems.append(str(exc))
+        return None
     if not path.is_file():
         report.problems.append(f"{entry.path}: missing; run `dvc pull` or `dvc repro`")
         return None
     same_bytes = file_sha256(path) == entry.sha256
     try:
-        data = read_shard(path)
+        data = read_shard(path, manifest.layout(entry))
     except IntegrityError as exc:
-        size = path.stat().st_size
-        report.problems.append(
-            f"{entry.path}: truncated or corrupt ({size} bytes, HDF5 cannot read it: "
-            f"{exc.__cause__}); run `dvc pull` or `dvc repro` to restore it"
-        )
+        report.problems.append(_unreadable(entry, path, exc))
         return None
-    if same_bytes:
-        return data
-    if data.content_sha256() == entry.content_sha256:
+    if data.content_sha256() != entry.content_sha256:
+        report.problems.append(f"{entry.path}: different pixels: {_first_difference(entry, data)}")
+        return None
+    if not same_bytes:
         message = (
             f"{entry.path}: same pixels, different bytes (file sha256 differs, decoded content "
             f"matches: another HDF5/zstd build or compression setting)"
@@ -106,9 +125,25 @@ def _check_shard(
             report.notes.append(message)
         else:
             report.problems.append(message + "; pass --pixels-only to accept")
-        return data
-    report.problems.append(f"{entry.path}: different pixels: {_first_difference(entry, data)}")
-    return None
+    return data
+
+
+def _unreadable(entry: ShardEntry, path: Path, exc: IntegrityError) -> str:
+    if isinstance(exc, ShardMismatch):  # readable HDF5 that does not hold what the manifest says
+        return f"{entry.path}: {exc.what}; run `dvc pull` or `dvc repro` to restore it"
+    return (
+        f"{entry.path}: truncated or corrupt ({path.stat().st_size} bytes, HDF5 cannot read it: "
+        f"{exc.__cause__}); run `dvc pull` or `dvc repro` to restore it"
+    )
+
+
+def _check_fingerprint(manifest: Manifest, report: Report) -> None:
+    recomputed = fingerprint(manifest.class_names, manifest.shards)
+    if recomputed != manifest.fingerprint:
+        report.problems.append(
+            f"manifest: fingerprint {manifest.fingerprint[:16]}... does not match its shard entries "
+            f"({recomputed[:16]}...): the manifest was edited; pull or extract it again"
+        )
 
 
 def _first_difference(entry: ShardEntry, data: ShardData) -> str:
@@ -126,6 +161,12 @@ def _first_difference(entry: ShardEntry, data: ShardData) -> str:
 
 def _check_counts(manifest: Manifest, report: Report) -> None:
     for split in SPLITS:
+        per_class = sum(manifest.counts[split].per_class.values())
+        if per_class != manifest.counts[split].total:
+            report.problems.append(
+                f"manifest: {split} counts {manifest.counts[split].total} patches in all but "
+                f"{per_class} per class"
+            )
         claimed = manifest.counts[split].total
         if manifest.count(split) != claimed:
             report.problems.append(

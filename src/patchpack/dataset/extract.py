@@ -9,11 +9,11 @@ run with the same plan reuses the complete shards it finds in staging.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import multiprocessing
-import os
 import shutil
 import sys
 from collections.abc import Iterator, Mapping
@@ -26,6 +26,14 @@ from tqdm import tqdm
 
 from patchpack.dataset.io import manifest_json
 from patchpack.dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry, SplitCount
+from patchpack.dataset.output import (
+    describe_write_error,
+    exclusive_writer,
+    ignore_file_size_signal,
+    recover,
+    remove_leftovers,
+    swap_in,
+)
 from patchpack.dataset.plan import (
     ImagePlan,
     ShardSpec,
@@ -36,7 +44,7 @@ from patchpack.dataset.plan import (
 )
 from patchpack.dataset.shards import FORMAT_VERSION, SHARD_GLOB, ShardData, read_shard, write_shard
 from patchpack.dataset.sources import SourceImage, catalog, load_pixels
-from patchpack.errors import IntegrityError, SourceError
+from patchpack.errors import IntegrityError, OutputError
 from patchpack.params import SPLITS, ExtractParams, Params, SplitParams
 
 # This folder holds exactly the code that decides a dataset's bytes (dvc.yaml's extract stage depends
@@ -62,48 +70,111 @@ def extract(params: Params, *, out: Path, workers: int = 1) -> Manifest:
     ------
     ConfigError, SourceError
         For bad params or sources; nothing is written at ``out``.
+    OutputError
+        When another extract is writing ``out``, or ``out`` cannot be written (permissions, full
+        disk, file size limit); the previous dataset at ``out`` stays intact.
     """
-    out = Path(out)
-    _check_replaceable(out)
-    class_names, sources = catalog(params.source.dir, max_megapixels=params.source.max_megapixels)
-    plans = plan_images(sources, seed=params.seed, extract=params.extract, split=params.split)
-    counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
-    specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
-    digest = plan_digest(params, class_names, sources)
-    staging = out.with_name(f".{out.name}.partial-{digest[:16]}")
-    for stale in out.parent.glob(f".{out.name}.partial-*"):
-        if stale != staging:
-            shutil.rmtree(stale, ignore_errors=True)
-    jobs = [
-        Job(
-            spec=spec,
-            plans={piece.image: plans[piece.image] for piece in spec.pieces},
-            params=params,
-            class_names=tuple(class_names),
-            staging=staging,
+    shown = Path(out)
+    out = _check_output(shown, Path(params.source.dir))
+    with exclusive_writer(out, shown=shown):
+        recover(out)
+        _check_replaceable(out, shown)
+        remove_leftovers(out)
+        class_names, sources = catalog(
+            params.source.dir, max_megapixels=params.source.max_megapixels
         )
-        for spec in specs
-    ]
-    entries = list(
-        tqdm(
-            _run(jobs, workers),
-            total=len(jobs),
-            desc="extract",
-            unit="shard",
-            disable=not sys.stderr.isatty(),
+        plans = plan_images(sources, seed=params.seed, extract=params.extract, split=params.split)
+        counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
+        specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
+        _check_free_space(out, sum(spec.patches for spec in specs), params)
+        staging = out.with_name(
+            f".{out.name}.partial-{plan_digest(params, class_names, sources)[:16]}"
         )
-    )
-    manifest = Manifest.create(
-        class_names=class_names,
-        params=params.dataset,
-        sources=[source.record() for source in sources],
-        counts=_counts(sources, counts, class_names),
-        shards=entries,
-    )
-    _remove_strays(staging, {entry.path for entry in entries})
-    manifest.write(staging)
-    _swap(staging, out)
+        jobs = [
+            Job(
+                spec=spec,
+                plans={piece.image: plans[piece.image] for piece in spec.pieces},
+                params=params,
+                class_names=tuple(class_names),
+                staging=staging,
+            )
+            for spec in specs
+        ]
+        with _writing(out):
+            for stale in out.parent.glob(f".{out.name}.partial-*"):
+                if stale != staging:
+                    shutil.rmtree(stale, ignore_errors=True)
+            entries = list(_progress(_run(jobs, workers), len(jobs)))
+            manifest = Manifest.create(
+                class_names=class_names,
+                params=params.dataset,
+                sources=[source.record() for source in sources],
+                counts=_counts(sources, counts, class_names),
+                shards=entries,
+            )
+            _remove_strays(staging, {entry.path for entry in entries})
+            manifest.write(staging)
+            swap_in(staging, out)
     return dataclasses.replace(manifest, folder=out)
+
+
+def _progress(entries: Iterator[ShardEntry], total: int) -> Iterator[ShardEntry]:
+    return iter(
+        tqdm(entries, total=total, desc="extract", unit="shard", disable=not sys.stderr.isatty())
+    )
+
+
+def _check_output(out: Path, source: Path) -> Path:
+    """The resolved output folder, refused when it is the working folder or overlaps the sources."""
+    resolved = out.resolve()
+    here = Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise OutputError(
+            f"--out {out} is the current folder or holds it; choose a subfolder such as data/patches"
+        )
+    source = source.resolve()
+    if resolved == source or source in resolved.parents:
+        raise OutputError(
+            f"--out {out} is inside the source folder {source}; the next run would read the shards "
+            f"as images: choose a folder outside it, such as data/patches"
+        )
+    if resolved in source.parents:
+        raise OutputError(
+            f"the source folder {source} is inside --out {out}, which extraction replaces; "
+            f"choose another --out"
+        )
+    return resolved
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Turn a failed write (full disk, size limit, permissions) into one line; the output stays."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(describe_write_error(exc, out)) from exc
+
+
+# Compressed patches of natural images take 5-60% of their raw size here; only a run that cannot fit
+# even at the low end is refused up front. Anything else that runs out of space fails cleanly later.
+_LOW_RATIO = {"none": 1.0, "gzip": 0.05, "zstd": 0.05}
+
+
+def _check_free_space(out: Path, patches: int, params: Params) -> None:
+    raw = patches * params.extract.patch_size**2 * params.source.channels
+    needed = int(raw * _LOW_RATIO[params.shards.compression])
+    free = shutil.disk_usage(_existing_parent(out)).free
+    if needed > free:
+        raise OutputError(
+            f"{out}: the dataset needs at least {needed / 1e6:,.0f} MB ({patches:,} patches), but "
+            f"only {free / 1e6:,.0f} MB are free there; free space or choose another --out"
+        )
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def plan_digest(params: Params, class_names: list[str], sources: list[SourceImage]) -> str:
@@ -123,7 +194,7 @@ def _run(jobs: list[Job], workers: int) -> Iterator[ShardEntry]:
         return
     # spawn, not fork: forked children would inherit HDF5's library state from the parent
     context = multiprocessing.get_context("spawn")
-    with context.Pool(min(workers, len(jobs))) as pool:
+    with context.Pool(min(workers, len(jobs)), initializer=ignore_file_size_signal) as pool:
         yield from pool.imap(write_job, jobs, chunksize=1)
 
 
@@ -244,16 +315,16 @@ def _is_dataset_file(relative: Path) -> bool:
     )
 
 
-def _check_replaceable(out: Path) -> None:
+def _check_replaceable(out: Path, shown: Path) -> None:
     """Refuse to replace a folder that holds anything but a patchpack dataset: never lose user data."""
     if not out.exists():
         return
     if not out.is_dir():
-        raise SourceError(f"{out}: output exists and is not a folder; choose another --out")
+        raise OutputError(f"{shown}: output exists and is not a folder; choose another --out")
     for path in sorted(out.rglob("*")):
         if not _is_dataset_file(path.relative_to(out)):
-            raise SourceError(
-                f"{out}: output folder holds {path.relative_to(out)}, which is not part of a "
+            raise OutputError(
+                f"{shown}: output folder holds {path.relative_to(out)}, which is not part of a "
                 f"patchpack dataset; choose an empty or new --out folder"
             )
 
@@ -262,15 +333,3 @@ def _remove_strays(staging: Path, keep: set[str]) -> None:
     for path in sorted(staging.rglob("*")):
         if path.is_file() and path.relative_to(staging).as_posix() not in keep:
             path.unlink()
-
-
-def _swap(staging: Path, out: Path) -> None:
-    """Put the complete staging folder at ``out``; the old output is removed only after."""
-    trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        (out / MANIFEST_NAME).unlink(
-            missing_ok=True
-        )  # the old dataset is no longer claimed complete
-        os.replace(out, trash)
-    os.replace(staging, out)
-    shutil.rmtree(trash, ignore_errors=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from patchpack._version import __version__
 from patchpack.dataset.io import file_sha256, manifest_json, write_json_atomic
-from patchpack.dataset.shards import FORMAT_VERSION, ShardData
+from patchpack.dataset.shards import FORMAT_VERSION, ShardData, ShardLayout
 from patchpack.dataset.sources import SourceRecord
 from patchpack.errors import ConfigError, IntegrityError
 from patchpack.params import SPLITS, DatasetParams
@@ -121,6 +121,33 @@ class Manifest:
     @property
     def channels(self) -> int:
         return self.params.channels
+
+    def layout(self, entry: ShardEntry) -> ShardLayout:
+        """What the shard of ``entry`` must hold: checked before any of its arrays is read."""
+        return ShardLayout(
+            patches=entry.patches,
+            patch_size=self.patch_size,
+            channels=self.channels,
+            split=entry.split,
+            class_names=self.class_names,
+        )
+
+    def shard_path(self, entry: ShardEntry) -> Path:
+        """Where the shard of ``entry`` is, refused when it would lead outside the dataset folder.
+
+        Entry paths are validated as ``<split>/shard-NNNNN.h5`` when the manifest is read; this also
+        refuses a shard (or split folder) that is a symlink resolving outside the folder.
+        """
+        if self.folder is None:
+            raise ValueError("this manifest was not read from a folder")
+        path = self.folder / entry.path
+        root = self.folder.resolve()
+        if root not in path.resolve().parents:
+            raise IntegrityError(
+                f"{entry.path}: resolves to {path.resolve()}, outside the dataset folder {root} "
+                f"(a symlink); a dataset must hold its own shards: pull or extract it again"
+            )
+        return path
 
     def shards_for(self, split: str) -> list[ShardEntry]:
         """The shards of ``split`` in canonical order."""

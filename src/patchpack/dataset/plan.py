@@ -18,6 +18,13 @@ Split modes
     Every patch is assigned independently. Patches of different splits can overlap: leaky by design,
     for comparison only.
 
+Room
+----
+A patch's position is its top-left corner; a rectangle of ``h x w`` pixels holds
+``(h - patch_size + 1) * (w - patch_size + 1)`` of them. Candidates are drawn with replacement, so
+asking for more patches than an image (or a split's blocks of it) has positions could only repeat
+patches: the plan refuses it before anything is drawn or allocated.
+
 Shard boundaries
 ----------------
 Rows of a split are ordered by (source id, patch index). A shard closes after an image when a hash of
@@ -144,7 +151,8 @@ def plan_images(
     ConfigError
         When ``split.block_size`` is below ``extract.patch_size`` in region mode.
     SourceError
-        When an image is smaller than a patch (or than a block in region mode).
+        When an image is smaller than a patch (or than a block in region mode), or when it (or, in
+        region mode, a split's blocks of it) has fewer distinct patch positions than patches asked.
     """
     size = extract.patch_size
     if split.mode == "region" and split.block_size < size:
@@ -176,7 +184,35 @@ def plan_images(
         else:
             draws = _region_draws(source, total, seed=seed, split=split)
         plans.append(ImagePlan(source=source, draws=draws))
+    for plan in plans:
+        _check_room(plan, extract)
     return plans
+
+
+def positions(rects: Sequence[Rect], patch_size: int) -> int:
+    """How many distinct top-left corners a patch of ``patch_size`` pixels has inside ``rects``.
+
+    The rectangles do not overlap, and a patch lies inside one of them, so their counts add up.
+    """
+    return sum(
+        max(0, r.y1 - r.y0 - patch_size + 1) * max(0, r.x1 - r.x0 - patch_size + 1) for r in rects
+    )
+
+
+def _check_room(plan: ImagePlan, extract: ExtractParams) -> None:
+    """Refuse a draw that asks for more patches than its rectangles have positions."""
+    size = extract.patch_size
+    knob = "extract.per_image" if extract.per_image is not None else "extract.per_class"
+    for draw in plan.draws:
+        room = positions(draw.rects, size)
+        if draw.count <= room:
+            continue
+        where = "asked" if draw.split == "*" else f"asked for the {draw.split} split"
+        there = "" if draw.split == "*" else " there"
+        raise SourceError(
+            f"{plan.source.path}: {draw.count} patches of {size}x{size} {where}, but it has only "
+            f"{room} distinct positions{there}; lower {knob}"
+        )
 
 
 def _per_image_counts(sources: Sequence[SourceImage], extract: ExtractParams) -> list[int]:

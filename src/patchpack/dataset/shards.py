@@ -25,7 +25,9 @@ temporary name beside the final one and renamed when closed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from patchpack.dataset.io import atomic_output, content_hash_json
+from patchpack.dataset.io import content_hash_json, write_bytes_atomic
 from patchpack.errors import ConfigError, IntegrityError
 
 FORMAT_VERSION = 1
@@ -121,17 +123,112 @@ class ShardData:
         return value
 
 
-def write_shard(
-    path: Path,
-    data: ShardData,
-    *,
-    chunk_patches: int,
-    compression: str,
-    level: int,
-) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, renamed when complete."""
+@dataclass(frozen=True)
+class ShardLayout:
+    """What a shard must hold according to its manifest, checked before any array is read.
+
+    A shard may come from someone else (a pulled dataset): its shapes, dtypes, attributes and index
+    ranges are checked against these expectations first, so a forged row count or dtype is a one-line
+    :class:`IntegrityError`, never a huge allocation or silently wrong data.
+    """
+
+    patches: int
+    patch_size: int
+    channels: int
+    split: str
+    class_names: tuple[str, ...]
+
+    def arrays(self) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+        n, side = self.patches, self.patch_size
+        int32 = np.dtype(np.int32)
+        return {
+            "images": (np.dtype(np.uint8), (n, side, side, self.channels)),
+            "labels": (int32, (n,)),
+            "source_index": (int32, (n,)),
+            "patch_index": (int32, (n,)),
+            "coords": (int32, (n, 2)),
+        }
+
+    def check_file(self, h5: h5py.File, path: Path) -> None:
+        """Shapes, dtypes and attributes, from HDF5 metadata only."""
+        for name, (dtype, shape) in self.arrays().items():
+            found = h5.get(name)
+            if not isinstance(found, h5py.Dataset):
+                raise _damaged(path, f"it has no {name} dataset")
+            if found.dtype != dtype or found.shape != shape:
+                raise _damaged(
+                    path,
+                    f"{name} is {found.dtype} of shape {found.shape}, the manifest says "
+                    f"{dtype} of shape {shape}",
+                )
+        sources = h5.get("sources")
+        if not isinstance(sources, h5py.Dataset) or len(sources.shape) != 1:
+            raise _damaged(path, "it has no list of sources")
+        if sources.shape[0] > self.patches:
+            raise _damaged(path, f"it names {sources.shape[0]} sources for {self.patches} patches")
+        wanted = {
+            "format_version": FORMAT_VERSION,
+            "split": self.split,
+            "patch_size": self.patch_size,
+            "channels": self.channels,
+            "class_names": list(self.class_names),
+        }
+        for key, value in wanted.items():
+            got = _plain(h5.attrs.get(key))
+            if key == "class_names" and isinstance(got, str):
+                got = _json_or_none(got)
+            if got != value:
+                raise _damaged(path, f"attribute {key} is {got!r}, the manifest says {value!r}")
+
+    def check_values(
+        self, labels: np.ndarray, source_index: np.ndarray, sources: int, path: Path
+    ) -> None:
+        """Labels inside the class list and source indices inside the shard's source list."""
+        classes = len(self.class_names)
+        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            raise _damaged(
+                path,
+                f"labels run from {labels.min()} to {labels.max()}, but there are {classes} classes",
+            )
+        if source_index.size and (source_index.min() < 0 or source_index.max() >= sources):
+            raise _damaged(path, f"source_index points outside its {sources} sources")
+
+
+class ShardMismatch(IntegrityError):
+    """A readable shard that does not hold what its manifest says; ``what`` says how."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(
+            f"{path}: {what}; the shard is damaged or not this dataset's: run `dvc pull` or "
+            f"`dvc repro`"
+        )
+        self.what = what
+
+
+def _damaged(path: Path, what: str) -> ShardMismatch:
+    return ShardMismatch(path, what)
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+_memory_files = itertools.count()
+
+
+def shard_bytes(data: ShardData, *, chunk_patches: int, compression: str, level: int) -> bytes:
+    """The bytes of the HDF5 file holding ``data``, built in memory (HDF5's core driver).
+
+    HDF5 itself never touches the disk, so a full disk or a file size limit surfaces as an ordinary
+    ``OSError`` when the bytes are written, never inside the library. The bytes are those that the
+    same calls would write to a file.
+    """
     options = compression_options(compression, level)
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+    name = f"patchpack-shard-{os.getpid()}-{next(_memory_files)}.h5"
+    with h5py.File(name, "w", driver="core", backing_store=False) as h5:
         for key in sorted(data.attrs):
             h5.attrs[key] = data.attrs[key]
         n = len(data)
@@ -142,20 +239,38 @@ def write_shard(
         h5.create_dataset("source_index", data=data.source_index, track_times=False)
         h5.create_dataset("patch_index", data=data.patch_index, track_times=False)
         h5.create_dataset("coords", data=data.coords, track_times=False)
+        h5.flush()
+        image: bytes = h5.id.get_file_image()
+    return image
 
 
-def read_shard(path: Path) -> ShardData:
-    """Read a whole shard into memory.
+def write_shard(
+    path: Path,
+    data: ShardData,
+    *,
+    chunk_patches: int,
+    compression: str,
+    level: int,
+) -> None:
+    """Write ``data`` to ``path`` atomically: built in memory, written beside it, renamed when complete."""
+    image = shard_bytes(data, chunk_patches=chunk_patches, compression=compression, level=level)
+    write_bytes_atomic(path, image)
+
+
+def read_shard(path: Path, layout: ShardLayout | None = None) -> ShardData:
+    """Read a whole shard into memory, checked against ``layout`` (from the manifest) first.
 
     Raises
     ------
     IntegrityError
-        When the file is missing, truncated, not HDF5 or lacks a dataset.
+        When the file is missing, truncated, not HDF5, lacks a dataset or does not fit ``layout``.
     """
     try:
         with h5py.File(path, "r") as h5:
+            if layout is not None:
+                layout.check_file(h5, path)
             attrs = {key: _plain(h5.attrs[key]) for key in sorted(h5.attrs)}
-            return ShardData(
+            data = ShardData(
                 images=h5["images"][()],
                 labels=h5["labels"][()],
                 sources=tuple(value.decode() for value in h5["sources"][()]),
@@ -164,8 +279,11 @@ def read_shard(path: Path) -> ShardData:
                 coords=h5["coords"][()],
                 attrs=attrs,
             )
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"{path}: unreadable shard ({exc}); run patchpack verify") from exc
+    if layout is not None:
+        layout.check_values(data.labels, data.source_index, len(data.sources), path)
+    return data
 
 
 class ShardReader:
@@ -175,17 +293,33 @@ class ShardReader:
     map onto whole HDF5 chunks.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, layout: ShardLayout | None = None) -> None:
         self.path = Path(path)
+        if not self.path.is_file():
+            raise IntegrityError(f"{self.path}: shard is missing; run `dvc pull` or `dvc repro`")
         try:
             self._h5 = h5py.File(self.path, "r")
-            self._images = self._h5["images"]
-            self._labels: np.ndarray = self._h5["labels"][()]
-        except (OSError, KeyError) as exc:
+        except OSError as exc:
             raise IntegrityError(
                 f"{self.path}: unreadable shard ({exc}); run patchpack verify"
             ) from exc
-        self.class_names: list[str] = json.loads(self._h5.attrs["class_names"])
+        try:
+            if layout is not None:
+                layout.check_file(self._h5, self.path)
+            self._images = self._h5["images"]
+            self._labels: np.ndarray = self._h5["labels"][()]
+            self.class_names: list[str] = json.loads(self._h5.attrs["class_names"])
+            if layout is not None:
+                index = self._h5["source_index"][()]
+                layout.check_values(self._labels, index, self._h5["sources"].shape[0], self.path)
+        except IntegrityError:
+            self._h5.close()
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            self._h5.close()
+            raise IntegrityError(
+                f"{self.path}: unreadable shard ({exc}); run patchpack verify"
+            ) from exc
 
     def __len__(self) -> int:
         return int(self._labels.shape[0])

@@ -6,11 +6,21 @@ A source folder holds one subfolder per class (the image-folder convention)::
       brick/  a.png  b.tif
       grass/  c.jpg
 
-Each image's id is its path relative to the folder, in POSIX form (``brick/a.png``); every listing is
-sorted by id, so nothing depends on the order the file system returns or on modification times.
+Each image's id is its path relative to the folder, in POSIX form (``brick/a.png``), normalised to
+Unicode NFC, and so are class names: a folder copied through macOS (which may store names decomposed,
+NFD) gives the same ids, hence the same dataset. Every listing is sorted by id, so nothing depends on
+the order the file system returns or on modification times.
+
+A catalog refuses what would make a dataset ambiguous or silently incomplete: two files with the same
+bytes (their patches could land in two splits, or under two labels), two names that are equal once
+normalised, a symbolic link whose target is missing, anything that is neither a file nor a folder,
+and names that are not valid UTF-8.
 
 Conversion rule (applied to every image, documented in the README):
 
+* orientation first: pixels are taken as a viewer shows them. An EXIF Orientation tag (or XMP
+  ``tiff:Orientation``) other than 1 is applied as :func:`PIL.ImageOps.exif_transpose` applies it, and
+  the catalog's width and height are the displayed ones (swapped for orientations 5 to 8);
 * 16-bit and 32-bit integer grayscale (``I;16``, ``I``) is scaled to 8 bits by dropping the low byte
   (``value >> 8``, after clipping to 0..65535);
 * palette images are expanded to RGB (or RGBA when they have transparency), ``1`` (bilevel) to ``L``,
@@ -24,14 +34,19 @@ Float images (mode ``F``) are refused: their scale is unknown. Multi-frame TIFFs
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
+import struct
+import unicodedata
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from patchpack.dataset.io import file_sha256
 from patchpack.errors import SourceError
@@ -51,6 +66,13 @@ DEMO_IMAGES = (
     ("hubble", "hubble_deep_field.jpg"),
     ("moon", "moon.png"),
 )
+
+# EXIF orientations that turn the image a quarter (ImageOps.exif_transpose transposes or rotates by
+# 90 or 270 degrees): the displayed width is the stored height.
+_QUARTER_TURNS = (5, 6, 7, 8)
+# PNG chunks that can carry EXIF or XMP orientation (eXIf, and the text chunks holding
+# "Raw profile type exif" or XMP); Pillow reads those that follow the pixel data only when decoding.
+_PNG_METADATA = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
 
 
 @dataclass(frozen=True)
@@ -79,11 +101,11 @@ class SourceImage:
 
     Attributes
     ----------
-    id : str, the path relative to the source folder, POSIX form
+    id : str, the path relative to the source folder, POSIX form, Unicode NFC
     label : int, index of ``class_name`` in the sorted class names
-    class_name : str, the name of the subfolder
-    path : Path, where the file is now (not recorded in the manifest)
-    width, height : int, pixels
+    class_name : str, the name of the subfolder, Unicode NFC
+    path : Path, where the file is now, as spelled on disk (not recorded in the manifest)
+    width, height : int, pixels as displayed (after the EXIF orientation)
     sha256 : str, of the file's bytes
     """
 
@@ -107,14 +129,16 @@ def catalog(folder: str | Path, *, max_megapixels: float) -> tuple[list[str], li
 
     Returns
     -------
-    class_names : list of str, sorted
+    class_names : list of str, sorted, Unicode NFC
     sources : list of SourceImage, sorted by id
 
     Raises
     ------
     SourceError
         For a missing folder, no class subfolders, an empty class, a file that is not a supported
-        image, a corrupt header or an image above ``max_megapixels``.
+        image, a corrupt header, an image above ``max_megapixels``, a dangling symbolic link or other
+        entry that is not a file, a name that is not UTF-8, two names equal once normalised, or two
+        files with the same bytes.
     """
     root = Path(folder)
     if not root.exists():
@@ -125,30 +149,99 @@ def catalog(folder: str | Path, *, max_megapixels: float) -> tuple[list[str], li
         raise SourceError(
             f"{root}: source is not a folder; point source.dir at a folder of class subfolders"
         )
+    classes = _class_folders(root)
+    sources: list[SourceImage] = []
+    for label, (name, directory) in enumerate(classes):
+        files = _class_files(root, directory)
+        if not files:
+            raise SourceError(
+                f"{directory}: class folder is empty; add images to it or remove the folder"
+            )
+        sources += [_inspect(root, path, label, name, max_megapixels) for path in files]
+    sources.sort(key=lambda source: source.id)
+    _refuse_duplicates(sources)
+    return [name for name, _ in classes], sources
+
+
+def _class_folders(root: Path) -> list[tuple[str, Path]]:
+    """``(class name, folder)`` for every class subfolder, sorted by the normalised name."""
     entries = sorted(_visible(root))
+    for entry in entries:
+        _check_entry(entry)
     stray = [entry for entry in entries if entry.is_file()]
     if stray:
         raise SourceError(
             f"{stray[0]}: files must sit in one subfolder per class; move it into a class folder"
         )
-    class_names = [entry.name for entry in entries if entry.is_dir()]
-    if not class_names:
+    classes = sorted((_nfc(entry.name, entry), entry) for entry in entries if entry.is_dir())
+    if not classes:
         raise SourceError(
             f"{root}: no class subfolders; put images in {root}/<class name>/ (one folder per class)"
         )
-    sources: list[SourceImage] = []
-    for label, name in enumerate(class_names):
-        files = sorted(
-            path for path in (root / name).rglob("*") if path.is_file() and not _hidden(path, root)
-        )
-        if not files:
+    for (name, first), (same, second) in itertools.pairwise(classes):
+        if name == same:
             raise SourceError(
-                f"{root / name}: class folder is empty; add images to it or remove the folder"
+                f"{first} and {second} are the same class name {name!r} once Unicode-normalised "
+                f"(NFC); merge the two folders or rename one"
             )
-        for path in files:
-            sources.append(_inspect(root, path, label, name, max_megapixels))
-    sources.sort(key=lambda source: source.id)
-    return class_names, sources
+    return classes
+
+
+def _class_files(root: Path, directory: Path) -> list[Path]:
+    """The files under a class folder (hidden ones left out), sorted; anything odd is refused."""
+    found = sorted(path for path in directory.rglob("*") if not _hidden(path, root))
+    for path in found:
+        _check_entry(path)
+    return [path for path in found if path.is_file()]
+
+
+def _check_entry(path: Path) -> None:
+    """Refuse a dangling symbolic link, or an entry that is neither a file nor a folder."""
+    if path.is_file() or path.is_dir():
+        return
+    if path.is_symlink():
+        raise SourceError(
+            f"{path}: symbolic link to {os.readlink(path)}, which is missing or cannot be followed; "
+            f"restore its target or remove the link"
+        )
+    raise SourceError(
+        f"{path}: not a regular file (a pipe, socket or device); remove it from the source folder"
+    )
+
+
+def _nfc(name: str, path: Path) -> str:
+    """``name`` in Unicode NFC, the one spelling ids and class names are hashed and sorted in."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise SourceError(
+            f"{shown}: name is not valid UTF-8, so its id has no stable spelling; rename it"
+        ) from None
+    return unicodedata.normalize("NFC", name)
+
+
+def _refuse_duplicates(sources: Sequence[SourceImage]) -> None:
+    """Refuse two sources with one id (names equal once normalised) or with the same bytes.
+
+    ``sources`` is sorted by id, so the pair named is the same on every machine.
+    """
+    by_id: dict[str, SourceImage] = {}
+    by_hash: dict[str, SourceImage] = {}
+    for source in sources:
+        first = by_id.setdefault(source.id, source)
+        if first is not source:
+            raise SourceError(
+                f"{first.path} and {source.path} have the same id {source.id!r} once "
+                f"Unicode-normalised (NFC); rename one of them"
+            )
+        first = by_hash.setdefault(source.sha256, source)
+        if first is not source:
+            where = "two splits" if first.label == source.label else "two splits under two labels"
+            raise SourceError(
+                f"{first.path} and {source.path} are the same image (sha256 {source.sha256[:16]}...), "
+                f"so its patches could land in {where}; remove one of them"
+            )
 
 
 def _visible(root: Path) -> list[Path]:
@@ -167,14 +260,15 @@ def _inspect(
             f"{path}: not an image (supported: {', '.join(IMAGE_SUFFIXES)}); "
             f"remove it from the source folder"
         )
+    source_id = _nfc(path.relative_to(root).as_posix(), path)
     with _open(path, max_megapixels) as image:
-        width, height = image.size
         if image.mode == "F":
             raise SourceError(
                 f"{path}: 32-bit float images have no fixed scale; convert it to 8- or 16-bit"
             )
+        width, height = _displayed_size(image, path)
     return SourceImage(
-        id=path.relative_to(root).as_posix(),
+        id=source_id,
         label=label,
         class_name=class_name,
         path=path,
@@ -184,12 +278,76 @@ def _inspect(
     )
 
 
+def _displayed_size(image: Image.Image, path: Path) -> tuple[int, int]:
+    """``(width, height)`` as a viewer shows the image, read from its header (no pixel decoded)."""
+    width, height = image.size
+    if image.format == "TIFF":
+        return width, height  # Pillow's TIFF reader already reports (and decodes) TIFFs upright
+    with _exif_errors(path):
+        if image.format == "PNG" and not _png_metadata_after_pixels(path):
+            # PngImageFile.getexif decodes every pixel in case metadata follows them; none does here,
+            # so the chunks read with the header hold all of it.
+            exif = Image.Image.getexif(image)
+        else:
+            exif = image.getexif()
+        orientation = exif.get(ExifTags.Base.Orientation, 1)
+    return (height, width) if orientation in _QUARTER_TURNS else (width, height)
+
+
+def _upright(image: Image.Image, path: Path) -> None:
+    """Turn a decoded image, in place, the way its EXIF orientation says a viewer shows it."""
+    with _exif_errors(path):
+        ImageOps.exif_transpose(image, in_place=True)
+
+
+@contextlib.contextmanager
+def _exif_errors(path: Path) -> Iterator[None]:
+    """Around Pillow's EXIF parsing: a file it cannot parse fails in one line.
+
+    Pillow warns about odd tags (a truncated maker note, a repeated value) and keeps what it can
+    read; a viewer does the same, so those warnings are silenced rather than shown per image.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    except (OSError, SyntaxError, ValueError, struct.error) as exc:
+        raise SourceError(
+            f"{path}: unreadable EXIF metadata ({exc}); re-export the image or remove it"
+        ) from exc
+
+
+def _png_metadata_after_pixels(path: Path) -> bool:
+    """Whether a PNG has an eXIf or text chunk after its image data (chunk headers only, no decoding).
+
+    A truncated or unreadable file answers ``False``: its decoding fails later, with its own message.
+    """
+    seen_pixels = False
+    try:
+        with path.open("rb") as handle:
+            handle.seek(8)  # past the PNG signature
+            while len(header := handle.read(8)) == 8:
+                length, kind = struct.unpack(">I4s", header)
+                if kind == b"IEND":
+                    break
+                if kind == b"IDAT":
+                    seen_pixels = True
+                elif seen_pixels and kind in _PNG_METADATA:
+                    return True
+                handle.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    except OSError:
+        return False
+    return False
+
+
 def _open(path: Path, max_megapixels: float) -> Image.Image:
     """Open an image lazily (header only) with the size guard applied before any pixel is decoded."""
     limit = int(max_megapixels * 1_000_000)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns about odd EXIF while it sniffs a JPEG; _exif_errors says why it is quiet.
+            warnings.simplefilter("ignore", UserWarning)
             image = Image.open(path)
     except Image.DecompressionBombError as exc:
         raise SourceError(
@@ -219,7 +377,7 @@ def _open(path: Path, max_megapixels: float) -> Image.Image:
 
 
 def load_pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.ndarray:
-    """Decode a source to the configured channels by the module's conversion rule.
+    """Decode a source, upright, to the configured channels by the module's conversion rule.
 
     Returns
     -------
@@ -232,6 +390,7 @@ def load_pixels(source: SourceImage, channels: int, max_megapixels: float) -> np
             raise SourceError(
                 f"{source.path}: corrupt or truncated image data ({exc}); re-export or remove it"
             ) from exc
+        _upright(image, source.path)
         converted = _to_channels(image, channels)
     pixels = np.asarray(converted, dtype=np.uint8)
     if pixels.ndim == 2:

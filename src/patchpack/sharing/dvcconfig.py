@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from patchpack.errors import RemoteError
-from patchpack.sharing.spec import DEFAULT_NAME, SECRET_OPTIONS, RemoteSpec
+from patchpack.sharing.spec import DEFAULT_NAME, SECRET_OPTIONS, RemoteSpec, refuse_credentials
 
 
 def find_root(start: str | Path = ".") -> Path:
@@ -50,7 +50,8 @@ def load_remote(root: str | Path = ".", name: str | None = None) -> RemoteSpec:
     Raises
     ------
     RemoteError
-        When there is no DVC project, no default remote, or no remote of that name.
+        When there is no DVC project, no default remote, no remote of that name, or its url or
+        endpoint carries credentials.
     """
     root = find_root(root)
     config = _dvc_config(root)
@@ -71,10 +72,14 @@ def load_remote(root: str | Path = ".", name: str | None = None) -> RemoteSpec:
     section = remotes[name]
     secrets = {key: str(section[key]) for key in SECRET_OPTIONS if section.get(key)}
     url = str(section["url"])
+    endpoint_url = section.get("endpointurl")
+    refuse_credentials(url, f"{root / '.dvc'}: remote '{name}' url", allow_user=True)
+    if endpoint_url:
+        refuse_credentials(str(endpoint_url), f"{root / '.dvc'}: remote '{name}' endpointurl")
     return RemoteSpec(
         name=name,
         url=url,
-        endpoint_url=section.get("endpointurl"),
+        endpoint_url=endpoint_url,
         profile=section.get("profile"),
         region=section.get("region"),
         secrets=secrets,

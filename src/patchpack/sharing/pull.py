@@ -182,3 +182,27 @@ def pull(
     report = verify(root / tracked.path)
     echo(report.render())
     return report.ok
+
+
+def committed_state(data: Path) -> tuple[str | None, str]:
+    """Compare the dataset folder ``data`` with the hash git committed for it (dvc.lock or .dvc).
+
+    Returns ``(problem, note)``: ``problem`` is ``None`` when the folder is the committed one, or when
+    no DVC project tracks it (the note then says the comparison was not made). Forged manifests and
+    shards can be made self-consistent; the md5 in the committed dvc.lock cannot be, short of a commit.
+    """
+    try:
+        root = find_root(data.parent if data.is_absolute() else Path.cwd() / data.parent)
+        tracked = tracked_output(root, data)
+    except RemoteError:
+        return None, "not compared with dvc.lock: the folder is not a DVC-tracked output"
+    if tracked.md5 is None:
+        return None, f"not compared with dvc.lock: no hash recorded for {tracked.path} yet"
+    state = out_status(root, tracked)
+    if state is not None:
+        return (
+            f"{tracked.path} is {state} relative to the md5 in dvc.lock, so it is not the committed "
+            f"dataset: `patchpack pull` (or `dvc checkout`) restores it; after a deliberate change, "
+            f"`dvc commit {tracked.target}` records it"
+        ), ""
+    return None, f"{tracked.path} matches the md5 {tracked.md5} that dvc.lock records"

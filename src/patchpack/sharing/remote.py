@@ -32,7 +32,14 @@ from patchpack.sharing.dvcconfig import (
 )
 from patchpack.sharing.local import check_local
 from patchpack.sharing.s3 import check_s3
-from patchpack.sharing.spec import DEFAULT_NAME, Check, RemoteReport, RemoteSpec, parse_s3_url
+from patchpack.sharing.spec import (
+    DEFAULT_NAME,
+    Check,
+    RemoteReport,
+    RemoteSpec,
+    parse_s3_url,
+    refuse_credentials,
+)
 
 
 def check_remote(spec: RemoteSpec, *, write: bool = True, read_only: bool = False) -> RemoteReport:
@@ -72,11 +79,13 @@ def setup_s3(
     RemoteCheckFailed
         When a check fails (a denied write only fails without ``read_only``); nothing is configured.
     RemoteError
-        When there is no DVC project, the url or endpoint is malformed, or ``config.local`` is not
-        git-ignored.
+        When there is no DVC project, the url or endpoint is malformed or carries credentials, or
+        ``config.local`` is not git-ignored.
     """
     root = find_root(root)
     parse_s3_url(url)
+    if endpoint_url is not None:
+        refuse_credentials(endpoint_url, "--endpoint-url")
     if endpoint_url is not None and not re.match(r"^https?://[^/\s]+", endpoint_url):
         raise RemoteError(
             f"--endpoint-url {endpoint_url!r}: expected http://HOST:PORT or https://HOST"

@@ -141,15 +141,21 @@ def check_s3(
 
 
 def _credentials(probe: _Probe) -> None:
-    """credentials: the profile exists and some source (env, files, role) provides a key."""
+    """credentials: the profile exists and some source (env, files, role) provides a whole key pair."""
     from botocore import exceptions as bx
 
+    missing = _half_pair(probe.spec)
+    if missing is not None:
+        # boto3 takes half a pair from DVC's config as given and fails signing with a TypeError.
+        half = bx.PartialCredentialsError(provider="DVC's config", cred_var=missing)
+        probe.fail("credentials", half, "loading credentials")
+        return
     try:
         session = _session(probe.spec)
         probe.region = probe.spec.region or session.region_name or "us-east-1"
         credentials = session.get_credentials()
-    except bx.ProfileNotFound as exc:
-        probe.fail("credentials", exc, "loading the AWS profile")
+    except (bx.ProfileNotFound, bx.PartialCredentialsError) as exc:
+        probe.fail("credentials", exc, "loading the AWS credentials")
         return
     if credentials is None:
         probe.fail("credentials", bx.NoCredentialsError(), "finding credentials")
@@ -158,6 +164,16 @@ def _credentials(probe: _Probe) -> None:
     probe.add(
         Check("credentials", "ok", f"access key {_mask(credentials.access_key)} from {source}")
     )
+
+
+def _half_pair(spec: RemoteSpec) -> str | None:
+    """The key DVC's config lacks when it gives credentials but not both halves of the pair."""
+    if not spec.secrets:
+        return None
+    for key in ("access_key_id", "secret_access_key"):
+        if not spec.secrets.get(key):
+            return key
+    return None
 
 
 def _endpoint(probe: _Probe) -> None:

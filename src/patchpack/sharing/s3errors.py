@@ -7,6 +7,7 @@ and what to run:
 kind                typical cause (botocore)
 ==================  =================================================================================
 no-credentials      ``NoCredentialsError``: nothing in the environment, ``~/.aws`` or the profile
+half-credentials    ``PartialCredentialsError``: a secret key without its key id, or the other way round
 no-profile          ``ProfileNotFound``: the configured profile is not in the AWS config files
 bad-credentials     ``InvalidAccessKeyId``, ``SignatureDoesNotMatch``, ``ExpiredToken``
 access-denied       ``AccessDenied`` / HTTP 403: the credentials lack an s3 action
@@ -83,7 +84,9 @@ def explain(exc: BaseException, spec: RemoteSpec, action: str, region: str) -> t
     endpoint = spec.endpoint_url or f"AWS S3 ({region})"
     if isinstance(exc, RegionMismatch):
         return "wrong-region", _wrong_region(spec, region, exc.region, "x-amz-bucket-region")
-    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+    if isinstance(exc, bx.PartialCredentialsError):
+        return "half-credentials", _half_credentials(spec, exc.kwargs)
+    if isinstance(exc, bx.NoCredentialsError):
         return "no-credentials", _no_credentials(spec)
     if isinstance(exc, bx.ProfileNotFound):
         return "no-profile", _no_profile(spec)
@@ -137,6 +140,16 @@ def _no_credentials(spec: RemoteSpec) -> str:
         f"no AWS credentials found for {spec.url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
         f"run `aws configure{profile}`, or name a profile with "
         f"`dvc remote modify --local {spec.name} profile NAME`"
+    )
+
+
+def _half_credentials(spec: RemoteSpec, found: dict[str, Any]) -> str:
+    provider = found.get("provider", "the credentials")
+    missing = found.get("cred_var", "a key")
+    return (
+        f"incomplete AWS credentials for {spec.url}: {provider} gives no {missing}; set the access key "
+        f"id and the secret access key together (for DVC's config: `dvc remote modify --local "
+        f"{spec.name} access_key_id ...` and `... secret_access_key ...`), or remove the half that is there"
     )
 
 

@@ -18,6 +18,7 @@ SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token")
 # The S3 checks in the order a request depends on them; a failure skips the ones after it.
 CHECK_NAMES = ("credentials", "endpoint", "bucket", "region", "list", "read", "write")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class RemoteCheckFailed(RemoteError):
@@ -118,14 +119,71 @@ class RemoteReport:
             raise RemoteCheckFailed(first.detail, first.kind, self)
 
 
+def _userinfo_end(url: str) -> int | None:
+    """Where the ``user:password`` part of ``url`` ends (the index of its ``@``), or ``None``."""
+    scheme = _SCHEME_RE.match(url)
+    if scheme is None:
+        return None
+    rest = url[scheme.end() :]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        return scheme.end() + authority.rindex("@")
+    # A secret access key may hold '/', which ends the authority early: KEY:SE/CRET@host.
+    if ":" in authority and "@" in rest:
+        return scheme.end() + rest.rindex("@")
+    return None
+
+
+def mask_credentials(url: str) -> str:
+    """``url`` with its ``user:password`` part (if any) shown as ``***``."""
+    end = _userinfo_end(url)
+    scheme = _SCHEME_RE.match(url)
+    if end is None or scheme is None:
+        return url
+    return f"{url[: scheme.end()]}***{url[end:]}"
+
+
+def refuse_credentials(url: str, what: str, *, allow_user: bool = False) -> None:
+    """Refuse a url that carries credentials (``scheme://KEY:SECRET@host``).
+
+    DVC keeps a remote's url in plain text, in the ``.dvc/config`` that git commits; the message shows
+    the url with the credentials masked.
+
+    Parameters
+    ----------
+    url : the remote url or endpoint
+    what : names the url in the message, e.g. ``"--endpoint-url"``
+    allow_user : accept a user name without a password (``ssh://user@host/path`` is how DVC names an
+        SSH remote's user); an S3 url or endpoint has no use for either
+
+    Raises
+    ------
+    RemoteError
+        When ``url`` carries credentials.
+    """
+    end = _userinfo_end(url)
+    scheme = _SCHEME_RE.match(url)
+    if end is None or scheme is None:
+        return
+    if allow_user and ":" not in url[scheme.end() : end]:
+        return
+    raise RemoteError(
+        f"{what} {mask_credentials(url)} carries credentials (hidden here as ***), which DVC keeps in "
+        f"plain text in its config; remove them from the url and give the keys as AWS_ACCESS_KEY_ID "
+        f"and AWS_SECRET_ACCESS_KEY, an AWS profile, or `dvc remote modify --local NAME OPTION VALUE`"
+    )
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``.
 
     Raises
     ------
     RemoteError
-        When the url is not ``s3://`` or the bucket name is not a valid S3 bucket name.
+        When the url carries credentials, is not ``s3://``, or the bucket name is not a valid S3
+        bucket name.
     """
+    refuse_credentials(url, "remote url")
     match = re.match(r"^s3://([^/]+)/*(.*?)/*$", url)
     if match is None:
         raise RemoteError(f"{url!r} is not an S3 url; write it as s3://BUCKET/PREFIX")

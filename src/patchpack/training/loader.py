@@ -54,8 +54,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from patchpack.dataset.manifest import Manifest, load_manifest
+from patchpack.dataset.output import stable_read
 from patchpack.dataset.shards import ShardReader
-from patchpack.params import ShardParams
+from patchpack.params import SPLITS, ShardParams
 
 DEFAULT_BUFFER_BYTES = 16 * 2**20
 DEFAULT_CACHE_GROUPS = 3
@@ -200,7 +201,9 @@ def plan_epoch(
 class PatchDataset:
     """An extracted dataset folder (``manifest.json`` and shards), opened for reading.
 
-    Use :func:`open_dataset`. Closing it closes the shard files its splits opened.
+    Use :func:`open_dataset`. Every shard is opened (and checked against the manifest) up front and
+    held open, so an extract that replaces the folder later cannot mix its shards into this one.
+    Closing the dataset closes them.
     """
 
     def __init__(self, manifest: Manifest) -> None:
@@ -212,7 +215,22 @@ class PatchDataset:
         self.patch_size = manifest.patch_size
         self.channels = manifest.channels
         self.chunk_patches = manifest.params.shards.chunk_patches
+        _allow_open_files(len(manifest.shards))
         self._splits: dict[str, Split] = {}
+        try:
+            for name in SPLITS:
+                readers: list[ShardReader] = []
+                self._splits[name] = Split(
+                    name,
+                    readers,
+                    chunk_patches=self.chunk_patches,
+                    patch_bytes=math.prod(self.input_shape),
+                )
+                for entry in manifest.shards_for(name):
+                    readers.append(ShardReader(manifest.shard_path(entry), manifest.layout(entry)))
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -222,14 +240,7 @@ class PatchDataset:
     def split(self, name: str) -> Split:
         """The ``train``, ``val`` or ``test`` patches."""
         if name not in self._splits:
-            entries = self.manifest.shards_for(name)
-            self._splits[name] = Split(
-                name,
-                [self.folder / entry.path for entry in entries],
-                [entry.patches for entry in entries],
-                chunk_patches=self.chunk_patches,
-                patch_bytes=math.prod(self.input_shape),
-            )
+            raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
         return self._splits[name]
 
     def close(self) -> None:
@@ -243,36 +254,52 @@ class PatchDataset:
         self.close()
 
 
+def _allow_open_files(shards: int) -> None:
+    """Raise the soft limit on open files (up to the hard limit) when the shards need more."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = shards + 256  # headroom for the rest of the process
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
 def open_dataset(folder: str | Path) -> PatchDataset:
     """Open the dataset in ``folder`` (``manifest.json`` and ``<split>/shard-NNNNN.h5``).
 
     Raises
     ------
     IntegrityError
-        When the manifest is missing or unreadable; shards are opened (and checked) when first read.
+        When the manifest is missing, unreadable or malformed, or a shard does not fit it.
+    DatasetChanged
+        When an extract replaced the folder while it was being opened: open it again.
     """
-    return PatchDataset(load_manifest(folder))
+    folder = Path(folder)
+    with stable_read(folder):
+        return PatchDataset(load_manifest(folder))
 
 
 class Split:
-    """The patches of one split, read in batches. Shard files are opened on first use and shared."""
+    """The patches of one split, read in batches from shard readers that stay open."""
 
     def __init__(
         self,
         name: str,
-        paths: Sequence[Path],
-        sizes: Sequence[int],
+        readers: Sequence[ShardReader],
         *,
         chunk_patches: int = ShardParams().chunk_patches,
         patch_bytes: int = 1024,
     ) -> None:
         self.name = name
-        self.paths = list(paths)
-        self.sizes = [int(size) for size in sizes]
+        self.readers = readers
         self.chunk_patches = chunk_patches
         self.patch_bytes = patch_bytes
-        self._readers: dict[int, ShardReader] = {}
-        self._lock = threading.Lock()
+
+    @property
+    def sizes(self) -> list[int]:
+        """Patches in each shard, in canonical shard order."""
+        return [len(reader) for reader in self.readers]
 
     def __len__(self) -> int:
         return sum(self.sizes)
@@ -283,9 +310,9 @@ class Split:
 
     def labels(self) -> np.ndarray:
         """All labels in canonical order (what ``shuffle=False`` delivers), int32 of shape (n,)."""
-        if not self.paths:
+        if not self.readers:
             return np.empty(0, np.int32)
-        return np.concatenate([self.reader(i).labels for i in range(len(self.paths))]).astype(
+        return np.concatenate([reader.labels for reader in self.readers]).astype(
             np.int32, copy=False
         )
 
@@ -359,19 +386,9 @@ class Split:
         cache = max(DEFAULT_CACHE_GROUPS, options.workers + 2)
         return BatchSource(self, plan, options.batch_size, cache_groups=cache)
 
-    def reader(self, shard: int) -> ShardReader:
-        """The open reader of shard number ``shard``, opened on first use."""
-        with self._lock:
-            reader = self._readers.get(shard)
-            if reader is None:
-                reader = self._readers[shard] = ShardReader(self.paths[shard])
-            return reader
-
     def close(self) -> None:
-        with self._lock:
-            for reader in self._readers.values():
-                reader.close()
-            self._readers.clear()
+        for reader in self.readers:
+            reader.close()
 
 
 class _Slot:
@@ -444,7 +461,7 @@ class BatchSource:
         images_parts: list[Any] = []
         labels_parts: list[Any] = []
         for window in windows:
-            images, labels = self.split.reader(window.shard).read(window.start, window.stop)
+            images, labels = self.split.readers[window.shard].read(window.start, window.stop)
             images_parts.append(images)
             labels_parts.append(labels)
         images = np.concatenate(images_parts) if len(images_parts) > 1 else images_parts[0]
