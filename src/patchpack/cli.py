@@ -24,8 +24,14 @@ def _params(args: argparse.Namespace) -> Params:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    from patchpack.dataset.sources import export_demo
+    from patchpack.dataset.sources import export_demo, export_demo_slide
 
+    if args.slide:
+        path = export_demo_slide(Path(args.out), side=args.side)
+        print(
+            f"wrote the demo slide ({args.side}x{args.side}, pyramidal JPEG-tiled BigTIFF) to {path}"
+        )
+        return 0
     written = export_demo(Path(args.out))
     print(f"wrote {len(written)} demo images to {args.out}")
     return 0
@@ -68,11 +74,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from patchpack.audit.preview import contact_sheet
+    from patchpack.audit.preview import contact_sheet, slide_maps
 
+    out = Path(args.out)
     with _dataset_required():
-        path = contact_sheet(Path(args.data), Path(args.out), per_cell=args.per_class)
-    print(f"wrote {path}")
+        path = contact_sheet(Path(args.data), out, per_cell=args.per_class)
+        print(f"wrote {path}")
+        folder = Path(args.source) if args.source else Path(_params(args).source.dir)
+        for line in slide_maps(Path(args.data), folder, out, limit=args.maps):
+            print(line)
     return 0
 
 
@@ -110,6 +120,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{args.model} on {metrics['test_patches']} test patches: accuracy {metrics['accuracy']:.4f}, "
         f"macro F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; wrote {out}"
     )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from patchpack.training.compare import comparison_rows, markdown_table, plot_comparison
+
+    rows = comparison_rows(args.models, eval_dir=Path(args.eval), live_dir=Path(args.live))
+    plot_comparison(Path(args.out), rows)
+    print(markdown_table(rows), end="")
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -190,16 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    def with_params(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--params", default="params.yaml", help="params file (default: params.yaml)"
-        )
-
     sub = verb("sources", cmd_sources, "export the built-in demo photographs, one folder per class")
     sub.add_argument("--out", default="data/demo", help="folder to write (default: data/demo)")
+    sub.add_argument(
+        "--slide",
+        action="store_true",
+        help="write the demo slide instead: a pyramidal JPEG-tiled TIFF at OUT/demo/slide.tif",
+    )
+    sub.add_argument(
+        "--side",
+        type=_positive_int,
+        default=20480,
+        help="demo slide side in pixels (default 20480)",
+    )
 
     sub = verb("extract", cmd_extract, "extract seeded patches into HDF5 shards and a manifest")
-    with_params(sub)
+    _with_params(sub)
     sub.add_argument(
         "--source", help="image folder, one subfolder per class (overrides source.dir)"
     )
@@ -211,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb(
         "verify", cmd_verify, "check every shard against the manifest and audit split leakage"
     )
-    with_params(sub)
+    _with_params(sub)
     sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
     sub.add_argument(
         "--rebuild", action="store_true", help="regenerate into a temporary folder and compare"
@@ -242,11 +268,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--per-class", type=_positive_int, default=8, help="patches per class and split"
     )
+    _with_params(sub)
+    sub.add_argument("--source", help="image folder for the slide maps (default: source.dir)")
+    sub.add_argument(
+        "--maps",
+        type=int,
+        default=4,
+        help="slide maps to draw for sources with a tissue mask or pyramid (default 4; 0: none)",
+    )
 
     _add_sharing_verbs(verb)
 
+    _add_training_verbs(verb)
+    return parser
+
+
+def _with_params(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+
+Verb = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def _add_training_verbs(verb: Verb) -> None:
+    """``patchpack train``, ``evaluate`` and ``compare``; Keras loads only when one of them runs."""
     sub = verb("train", cmd_train, "train a model on the train split, keeping the best val epoch")
-    with_params(sub)
+    _with_params(sub)
     sub.add_argument("--model", required=True, choices=MODELS, help="which model to train")
     sub.add_argument(
         "--data", default=str(DEFAULT_DATA), help="dataset folder (default: data/patches)"
@@ -259,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb(
         "evaluate", cmd_evaluate, "score a trained model on the test split: metrics and plots"
     )
-    with_params(sub)
+    _with_params(sub)
     sub.add_argument("--model", required=True, choices=MODELS, help="which model to evaluate")
     sub.add_argument(
         "--data", default=str(DEFAULT_DATA), help="dataset folder (default: data/patches)"
@@ -270,10 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--out", default="eval", help="output folder, one subfolder per model (default: eval)"
     )
-    return parser
 
-
-Verb = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+    sub = verb("compare", cmd_compare, "both models side by side: a speed/accuracy table and plot")
+    sub.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    sub.add_argument("--eval", default="eval", help="the evaluate stage's folder (default: eval)")
+    sub.add_argument("--live", default="dvclive", help="the train stage's DVCLive folder")
+    sub.add_argument("--out", default="eval/comparison.png", help="plot to write")
 
 
 def _add_sharing_verbs(verb: Verb) -> None:

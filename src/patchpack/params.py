@@ -27,6 +27,19 @@ SPLITS = ("train", "val", "test")
 SPLIT_MODES = ("image", "region", "patch")
 COMPRESSIONS = ("zstd", "gzip", "none")
 MODELS = ("cnn", "resnet50")
+SAMPLINGS = ("random", "grid")
+ROIS = ("all", "tissue")
+EXTRACT_KEYS = (
+    "patch_size",
+    "per_image",
+    "per_class",
+    "min_std",
+    "max_tries",
+    "sampling",
+    "stride",
+    "roi",
+    "min_roi_fraction",
+)
 
 # Upper limits: far above any real dataset, low enough that the plan and its arrays fit in memory.
 MAX_PATCHES = 10_000_000  # extract.per_image and extract.per_class
@@ -45,6 +58,8 @@ class SourceParams:
     dir: str = "data/demo"
     channels: int = 1
     max_megapixels: float = 100.0
+    level: int = 0
+    mpp: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +71,14 @@ class ExtractParams:
     per_class: int | None = None
     min_std: float = 2.0
     max_tries: int = 50
+    sampling: str = "random"
+    stride: int | None = None
+    roi: str = "all"
+    min_roi_fraction: float = 0.5
+
+    def step(self) -> int:
+        """The grid's stride: ``stride``, or ``patch_size`` (patches that touch, no overlap)."""
+        return self.stride if self.stride is not None else self.patch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,18 +105,24 @@ class ShardParams:
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
-    """Training settings for one model."""
+    """Training settings for one model.
+
+    ``bn_batches``: train batches run in training mode before each validation to re-estimate the
+    BatchNorm moving statistics (:mod:`patchpack.training.batchnorm`); 0 keeps Keras' moving averages.
+    A model without BatchNorm ignores it.
+    """
 
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
     patience: int = 3
+    bn_batches: int = 0
 
 
 # Per-model defaults, the same as params.yaml's (a test keeps them equal).
 DEFAULT_MODELS: Mapping[str, ModelParams] = {
-    "cnn": ModelParams(epochs=15, batch_size=64, learning_rate=1e-3, patience=3),
-    "resnet50": ModelParams(epochs=1, batch_size=32, learning_rate=1e-3, patience=2),
+    "cnn": ModelParams(epochs=30, batch_size=64, learning_rate=1e-3, patience=3),
+    "resnet50": ModelParams(epochs=1, batch_size=32, learning_rate=1e-3, patience=2, bn_batches=16),
 }
 
 
@@ -123,12 +152,16 @@ class DatasetParams:
     extract: ExtractParams = dataclasses.field(default_factory=ExtractParams)
     split: SplitParams = dataclasses.field(default_factory=SplitParams)
     shards: ShardParams = dataclasses.field(default_factory=ShardParams)
+    level: int = 0
+    mpp: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values, as the manifest stores them under ``params``."""
         return {
             "seed": self.seed,
             "channels": self.channels,
+            "level": self.level,
+            "mpp": self.mpp,
             "extract": dataclasses.asdict(self.extract),
             "split": {
                 "mode": self.split.mode,
@@ -143,14 +176,19 @@ class DatasetParams:
         """The inverse of :meth:`to_dict`, validated like params.yaml (errors name the key)."""
         reader = _Reader(origin)
         section = reader.mapping(raw, "params")
-        reader.known(section, "params", ("seed", "channels", "extract", "split", "shards"))
-        for key in ("seed", "channels", "extract", "split", "shards"):
+        keys = ("seed", "channels", "level", "mpp", "extract", "split", "shards")
+        reader.known(section, "params", keys)
+        for key in keys:
             if key not in section:
                 raise ConfigError(f"{origin}: params.{key} is missing")
         params = params_from_dict(
             {
                 "base": {"seed": section["seed"]},
-                "source": {"channels": section["channels"]},
+                "source": {
+                    "channels": section["channels"],
+                    "level": section["level"],
+                    "mpp": section["mpp"],
+                },
                 "extract": section["extract"],
                 "split": section["split"],
                 "shards": section["shards"],
@@ -177,6 +215,8 @@ class Params:
         return DatasetParams(
             seed=self.seed,
             channels=self.source.channels,
+            level=self.source.level,
+            mpp=self.source.mpp,
             extract=self.extract,
             split=self.split,
             shards=self.shards,
@@ -191,7 +231,9 @@ class Params:
         return dataclasses.replace(
             self,
             seed=dataset.seed,
-            source=dataclasses.replace(self.source, channels=dataset.channels),
+            source=dataclasses.replace(
+                self.source, channels=dataset.channels, level=dataset.level, mpp=dataset.mpp
+            ),
             extract=dataset.extract,
             split=dataset.split,
             shards=dataset.shards,
@@ -292,7 +334,7 @@ def params_from_dict(raw: object, origin: str = "params") -> Params:
 
 def _source(reader: _Reader, raw: object) -> SourceParams:
     section = reader.mapping(raw, "source")
-    reader.known(section, "source", ("dir", "channels", "max_megapixels"))
+    reader.known(section, "source", ("dir", "channels", "max_megapixels", "level", "mpp"))
     default = SourceParams()
     directory = reader.string(section, "source.dir", default.dir)
     channels = reader.integer(section, "source.channels", default.channels)
@@ -301,15 +343,27 @@ def _source(reader: _Reader, raw: object) -> SourceParams:
             f"{reader.origin}: source.channels must be 1 (grayscale) or 3 (RGB) (received {channels})"
         )
     max_mp = reader.number(section, "source.max_megapixels", default.max_megapixels, positive=True)
-    return SourceParams(dir=directory, channels=channels, max_megapixels=max_mp)
+    level = reader.integer(section, "source.level", default.level, minimum=0, maximum=64)
+    mpp = None
+    if section.get("mpp") is not None:
+        mpp = reader.number(section, "source.mpp", 1.0, positive=True)
+        if level:
+            raise ConfigError(
+                f"{reader.origin}: set source.level or source.mpp, not both "
+                f"(received level={level}, mpp={mpp:g}); set the other to null or 0"
+            )
+    return SourceParams(
+        dir=directory, channels=channels, max_megapixels=max_mp, level=level, mpp=mpp
+    )
 
 
 def _extract(reader: _Reader, raw: object) -> ExtractParams:
     section = reader.mapping(raw, "extract")
-    reader.known(
-        section, "extract", ("patch_size", "per_image", "per_class", "min_std", "max_tries")
-    )
+    reader.known(section, "extract", EXTRACT_KEYS)
     default = ExtractParams()
+    sampling = reader.choice(section, "extract.sampling", default.sampling, SAMPLINGS)
+    if sampling == "grid":
+        return _grid(reader, section)
     patch_size = reader.integer(
         section, "extract.patch_size", default.patch_size, minimum=1, maximum=MAX_PATCH_SIZE
     )
@@ -324,13 +378,67 @@ def _extract(reader: _Reader, raw: object) -> ExtractParams:
         )
     min_std = reader.number(section, "extract.min_std", default.min_std, minimum=0.0)
     max_tries = reader.integer(section, "extract.max_tries", default.max_tries, minimum=1)
+    if section.get("stride") is not None:
+        raise ConfigError(
+            f"{reader.origin}: extract.stride applies to sampling: grid only "
+            f"(received stride={section['stride']!r} with sampling: random); set it to null"
+        )
     return ExtractParams(
         patch_size=patch_size,
         per_image=per_image,
         per_class=per_class,
         min_std=min_std,
         max_tries=max_tries,
+        roi=reader.choice(section, "extract.roi", default.roi, ROIS),
+        min_roi_fraction=_roi_fraction(reader, section),
     )
+
+
+def _grid(reader: _Reader, section: Mapping[str, Any]) -> ExtractParams:
+    """``sampling: grid``: every position of the grid in the ROI; the grid decides the count."""
+    default = ExtractParams()
+    patch_size = reader.integer(
+        section, "extract.patch_size", default.patch_size, minimum=1, maximum=MAX_PATCH_SIZE
+    )
+    for key in ("per_image", "per_class"):
+        if section.get(key) is not None:
+            raise ConfigError(
+                f"{reader.origin}: extract.{key} must be null with sampling: grid, where the grid "
+                f"decides the count (received {section[key]!r})"
+            )
+    if section.get("min_std", 0) != 0:
+        raise ConfigError(
+            f"{reader.origin}: extract.min_std must be 0 with sampling: grid, whose positions are "
+            f"fixed by the stride and the ROI (received {section['min_std']!r}); use roi: tissue "
+            f"to skip background"
+        )
+    stride = reader.optional_integer(section, "extract.stride", None)
+    if stride is not None and stride > MAX_BLOCK_SIZE:
+        raise ConfigError(
+            f"{reader.origin}: extract.stride must be at most {MAX_BLOCK_SIZE} (received {stride})"
+        )
+    return ExtractParams(
+        patch_size=patch_size,
+        per_image=None,
+        per_class=None,
+        min_std=0.0,
+        max_tries=reader.integer(section, "extract.max_tries", default.max_tries, minimum=1),
+        sampling="grid",
+        stride=stride,
+        roi=reader.choice(section, "extract.roi", default.roi, ROIS),
+        min_roi_fraction=_roi_fraction(reader, section),
+    )
+
+
+def _roi_fraction(reader: _Reader, section: Mapping[str, Any]) -> float:
+    value = reader.number(
+        section, "extract.min_roi_fraction", ExtractParams().min_roi_fraction, minimum=0.0
+    )
+    if value > 1:
+        raise ConfigError(
+            f"{reader.origin}: extract.min_roi_fraction must be between 0 and 1 (received {value:g})"
+        )
+    return value
 
 
 def _split(reader: _Reader, raw: object) -> SplitParams:
@@ -400,7 +508,11 @@ def _train(reader: _Reader, raw: object) -> TrainParams:
     models = {}
     for name in MODELS:
         sub = reader.mapping(section.get(name, {}), f"train.{name}")
-        reader.known(sub, f"train.{name}", ("epochs", "batch_size", "learning_rate", "patience"))
+        reader.known(
+            sub,
+            f"train.{name}",
+            ("epochs", "batch_size", "learning_rate", "patience", "bn_batches"),
+        )
         base = DEFAULT_MODELS[name]
         models[name] = ModelParams(
             epochs=reader.integer(sub, f"train.{name}.epochs", base.epochs, minimum=1),
@@ -409,6 +521,7 @@ def _train(reader: _Reader, raw: object) -> TrainParams:
                 sub, f"train.{name}.learning_rate", base.learning_rate, positive=True
             ),
             patience=reader.integer(sub, f"train.{name}.patience", base.patience, minimum=0),
+            bn_batches=reader.integer(sub, f"train.{name}.bn_batches", base.bn_batches, minimum=0),
         )
     return TrainParams(
         mixed_precision=reader.boolean(section, "train.mixed_precision", default.mixed_precision),
@@ -446,6 +559,16 @@ class _Reader:
         value = section.get(key.rsplit(".", 1)[-1], default)
         if not isinstance(value, str) or not value:
             raise self._fail(key, "a non-empty string", value)
+        return value
+
+    def choice(
+        self, section: Mapping[str, Any], key: str, default: str, allowed: tuple[str, ...]
+    ) -> str:
+        value = self.string(section, key, default)
+        if value not in allowed:
+            raise ConfigError(
+                f"{self.origin}: {key} must be one of {', '.join(allowed)} (received {value!r})"
+            )
         return value
 
     def boolean(self, section: Mapping[str, Any], key: str, default: bool) -> bool:

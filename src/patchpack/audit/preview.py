@@ -76,3 +76,23 @@ def contact_sheet(folder: Path, out: Path, *, per_cell: int = 8) -> Path:
     with atomic_output(out) as tmp:
         sheet.save(tmp, format="PNG")
     return out
+
+
+def slide_maps(folder: Path, sources: Path, out: Path, *, limit: int) -> list[str]:
+    """Maps (see :mod:`patchpack.audit.slide_map`) of up to ``limit`` sources that have a tissue mask
+    or a pyramid, written beside ``out`` as ``<stem>-map-<k>.png``; one line per map (or per skip)."""
+    from patchpack.audit.slide_map import slide_map
+
+    with stable_read(folder):
+        manifest = load_manifest(folder)
+        chosen = [s for s in manifest.sources if s.roi or s.backend != "pillow"][: max(0, limit)]
+        lines = []
+        for number, record in enumerate(chosen):
+            target = out.with_name(f"{out.stem}-map-{number}.png")
+            try:
+                slide_map(manifest, record, sources / record.id, target)
+            except SourceError as exc:
+                lines.append(f"map of {record.id} skipped: {exc}")
+                continue
+            lines.append(f"wrote {target} (map of {record.id})")
+    return lines

@@ -68,6 +68,7 @@ def _verify(folder: Path, allow_container_diff: bool) -> Report:
         report.problems.append(str(exc))
         return report
     _check_extras(folder, manifest, report)
+    _check_rois(manifest, report)
     provenance: list[ShardData] = []
     for entry in manifest.shards:
         data = _check_shard(manifest, entry, report, allow_container_diff)
@@ -90,10 +91,32 @@ def _verify(folder: Path, allow_container_diff: bool) -> Report:
 
 def _check_extras(folder: Path, manifest: Manifest, report: Report) -> None:
     expected = {entry.path for entry in manifest.shards}
+    expected |= {record.roi for record in manifest.sources if record.roi}
     on_disk = {path.relative_to(folder).as_posix() for path in folder.glob(f"*/{SHARD_GLOB}")}
+    on_disk |= {path.relative_to(folder).as_posix() for path in folder.glob("roi/*")}
     leftovers = sorted(path.relative_to(folder).as_posix() for path in folder.glob("*/.shard-*"))
     for path in sorted(on_disk - expected) + leftovers:
         report.problems.append(f"{path}: extra file not in the manifest; delete it or re-extract")
+
+
+def _check_rois(manifest: Manifest, report: Report) -> None:
+    """Each source's tissue mask: present, inside the folder, with the recorded sha256."""
+    for record in manifest.sources:
+        try:
+            path = manifest.roi_path(record)
+        except IntegrityError as exc:
+            report.problems.append(str(exc))
+            continue
+        if path is None:
+            continue
+        if not path.is_file():
+            report.problems.append(
+                f"{record.roi}: tissue mask of {record.id} is missing; pull or extract again"
+            )
+        elif file_sha256(path) != record.roi_sha256:
+            report.problems.append(
+                f"{record.roi}: tissue mask of {record.id} differs from the manifest; pull or extract again"
+            )
 
 
 def _check_shard(

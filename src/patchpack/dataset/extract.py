@@ -9,22 +9,22 @@ run with the same plan reuses the complete shards it finds in staging.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import multiprocessing
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
-from patchpack.dataset.io import manifest_json
+from patchpack.dataset.io import manifest_json, write_bytes_atomic
 from patchpack.dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry, SplitCount
 from patchpack.dataset.output import (
     describe_write_error,
@@ -42,10 +42,22 @@ from patchpack.dataset.plan import (
     sample_image,
     split_counts,
 )
+from patchpack.dataset.readers import Reader
 from patchpack.dataset.shards import FORMAT_VERSION, SHARD_GLOB, ShardData, read_shard, write_shard
-from patchpack.dataset.sources import SourceImage, catalog, load_pixels
-from patchpack.errors import IntegrityError, OutputError
-from patchpack.params import SPLITS, ExtractParams, Params, SplitParams
+from patchpack.dataset.sources import (
+    SourceImage,
+    SourceRecord,
+    catalog,
+    load_pixels,
+    reader_for,
+)
+from patchpack.dataset.tissue import Roi, RoiMask, low_resolution_view, tissue_mask
+from patchpack.errors import IntegrityError, OutputError, SourceError
+from patchpack.params import SPLITS, Params
+
+T = TypeVar("T")
+R = TypeVar("R")
+ROI_FOLDER = "roi"
 
 # This folder holds exactly the code that decides a dataset's bytes (dvc.yaml's extract stage depends
 # on it too): a change to any module in it invalidates staged shards.
@@ -81,9 +93,26 @@ def extract(params: Params, *, out: Path, workers: int = 1) -> Manifest:
         _check_replaceable(out, shown)
         remove_leftovers(out)
         class_names, sources = catalog(
-            params.source.dir, max_megapixels=params.source.max_megapixels
+            params.source.dir,
+            max_megapixels=params.source.max_megapixels,
+            level=params.source.level,
+            mpp=params.source.mpp,
         )
-        plans = plan_images(sources, seed=params.seed, extract=params.extract, split=params.split)
+        staging = out.with_name(
+            f".{out.name}.partial-{plan_digest(params, class_names, sources)[:16]}"
+        )
+        with _writing(out):
+            for stale in out.parent.glob(f".{out.name}.partial-*"):
+                if stale != staging:
+                    shutil.rmtree(stale, ignore_errors=True)
+            rois = _regions_of_interest(sources, params, staging, workers)
+        plans = plan_images(
+            sources,
+            seed=params.seed,
+            extract=params.extract,
+            split=params.split,
+            rois={source_id: roi for source_id, (roi, _) in rois.items()},
+        )
         counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
         specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
         _check_free_space(out, sum(spec.patches for spec in specs), params)
@@ -101,18 +130,16 @@ def extract(params: Params, *, out: Path, workers: int = 1) -> Manifest:
             for spec in specs
         ]
         with _writing(out):
-            for stale in out.parent.glob(f".{out.name}.partial-*"):
-                if stale != staging:
-                    shutil.rmtree(stale, ignore_errors=True)
             entries = list(_progress(_run(jobs, workers), len(jobs)))
             manifest = Manifest.create(
                 class_names=class_names,
                 params=params.dataset,
-                sources=[source.record() for source in sources],
+                sources=[_record(source, rois.get(source.id)) for source in sources],
                 counts=_counts(sources, counts, class_names),
                 shards=entries,
             )
-            _remove_strays(staging, {entry.path for entry in entries})
+            keep = {entry.path for entry in entries} | {record.roi for _, record in rois.values()}
+            _remove_strays(staging, {path for path in keep if path})
             manifest.write(staging)
             swap_in(staging, out)
     return dataclasses.replace(manifest, folder=out)
@@ -189,13 +216,67 @@ def plan_digest(params: Params, class_names: list[str], sources: list[SourceImag
 
 
 def _run(jobs: list[Job], workers: int) -> Iterator[ShardEntry]:
-    if workers <= 1 or len(jobs) <= 1:
-        yield from map(write_job, jobs)
+    try:
+        yield from _map(write_job, jobs, workers)
+    finally:
+        release_pixels()
+
+
+def _map(function: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
+    """``function`` over ``items`` in order, in ``workers`` processes (results in input order)."""
+    if workers <= 1 or len(items) <= 1:
+        yield from map(function, items)
         return
     # spawn, not fork: forked children would inherit HDF5's library state from the parent
     context = multiprocessing.get_context("spawn")
-    with context.Pool(min(workers, len(jobs)), initializer=ignore_file_size_signal) as pool:
-        yield from pool.imap(write_job, jobs, chunksize=1)
+    with context.Pool(min(workers, len(items)), initializer=ignore_file_size_signal) as pool:
+        yield from pool.imap(function, items, chunksize=1)
+
+
+@dataclass(frozen=True)
+class MaskJob:
+    """What one worker needs to compute one source's tissue mask."""
+
+    source: SourceImage
+    max_megapixels: float
+
+
+def mask_job(job: MaskJob) -> tuple[bytes, float]:
+    """The tissue mask of one source as PNG bytes, and how many level-0 pixels a mask pixel spans."""
+    with reader_for(job.source, 3, job.max_megapixels) as reader:
+        view, downsample = low_resolution_view(reader)
+    mask = tissue_mask(view, str(job.source.path))
+    if not mask.any():
+        raise SourceError(
+            f"{job.source.path}: no tissue found (Otsu threshold on a {view.shape[1]}x{view.shape[0]} "
+            f"view); remove the image or use extract.roi: all"
+        )
+    return RoiMask(mask, downsample).png(), downsample
+
+
+def _regions_of_interest(
+    sources: list[SourceImage], params: Params, staging: Path, workers: int
+) -> dict[str, tuple[Roi, SourceRecord]]:
+    """With ``extract.roi: tissue``, each source's mask, written to ``staging/roi/``, and its record."""
+    if params.extract.roi != "tissue":
+        return {}
+    jobs = [MaskJob(source, params.source.max_megapixels) for source in sources]
+    result = {}
+    for source, (png, downsample) in zip(sources, _map(mask_job, jobs, workers), strict=True):
+        relative = f"{ROI_FOLDER}/{hashlib.sha256(source.id.encode()).hexdigest()[:16]}.png"
+        write_bytes_atomic(staging / relative, png)
+        record = dataclasses.replace(
+            source.record(),
+            roi=relative,
+            roi_sha256=hashlib.sha256(png).hexdigest(),
+            roi_downsample=downsample,
+        )
+        result[source.id] = (Roi(png, downsample, params.extract.min_roi_fraction), record)
+    return result
+
+
+def _record(source: SourceImage, roi: tuple[Roi, SourceRecord] | None) -> SourceRecord:
+    return roi[1] if roi is not None else source.record()
 
 
 def write_job(job: Job) -> ShardEntry:
@@ -223,28 +304,34 @@ def write_job(job: Job) -> ShardEntry:
 
 
 def build_shard(job: Job) -> ShardData:
-    """Read the pixels of one shard's sources and cut its patches, in canonical row order."""
+    """Read the pixels of one shard's sources and cut its patches, in canonical row order.
+
+    The patches are written straight into one array of the shard's size, so a shard is held once.
+    """
     params = job.params
     size = params.extract.patch_size
     split = job.spec.split
+    images = np.empty((job.spec.patches, size, size, params.source.channels), np.uint8)
     sources: list[str] = []
-    images, labels, source_index, patch_index, coords = [], [], [], [], []
+    labels, source_index, patch_index, coords, levels = [], [], [], [], []
+    row = 0
     for piece in job.spec.pieces:
         plan = job.plans[piece.image]
         pixels = _pixels(plan.source, params.source.channels, params.source.max_megapixels)
-        index, xy = _rows(plan, split, params.seed, params.extract, params.split, pixels)
+        index, xy = _rows(plan, split, params, pixels)
         index, xy = index[piece.start : piece.stop], xy[piece.start : piece.stop]
-        windows = np.lib.stride_tricks.sliding_window_view(pixels, (size, size), axis=(0, 1))
-        images.append(windows[xy[:, 0], xy[:, 1]].transpose(0, 2, 3, 1))
+        n = len(index)
+        _cut_into(images[row : row + n], pixels, xy, size)
+        row += n
         if not sources or sources[-1] != plan.source.id:
             sources.append(plan.source.id)
-        n = len(index)
         labels.append(np.full(n, plan.source.label, np.int32))
         source_index.append(np.full(n, len(sources) - 1, np.int32))
         patch_index.append(index)
-        coords.append(xy)
+        coords.append(np.round(xy.astype(np.float64) * plan.source.size.downsample))
+        levels.append(np.full(n, plan.source.level, np.int32))
     return ShardData(
-        images=np.ascontiguousarray(np.concatenate(images), dtype=np.uint8),
+        images=images,
         labels=np.concatenate(labels),
         sources=tuple(sources),
         source_index=np.concatenate(source_index),
@@ -257,31 +344,103 @@ def build_shard(job: Job) -> ShardData:
             "patch_size": size,
             "split": split,
         },
+        levels=np.concatenate(levels),
     )
 
 
-@functools.lru_cache(maxsize=1)
-def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.ndarray:
-    """Decoded pixels, kept for the next shard: consecutive shards usually share an image."""
-    pixels = load_pixels(source, channels, max_megapixels)
-    pixels.flags.writeable = False
-    return pixels
+class Windows:
+    """Windowed access to the sampled level of a source too large to decode whole.
+
+    The windows read while checking candidates are kept (up to ``KEEP_BYTES``), since the candidates
+    that pass are the patches cut next: most patches are then decoded once.
+    """
+
+    KEEP_BYTES = 64 * 2**20
+
+    def __init__(self, reader: Reader, level: int) -> None:
+        self.reader = reader
+        self.level = level
+        self._kept: collections.OrderedDict[tuple[int, int, int], np.ndarray] = (
+            collections.OrderedDict()
+        )
+        self._bytes = 0
+
+    def window(self, y: int, x: int, size: int) -> np.ndarray:
+        key = (int(y), int(x), size)
+        found = self._kept.pop(key, None)
+        if found is not None:
+            self._bytes -= found.nbytes
+            return found
+        window = self.reader.read(self.level, key[0], key[1], size, size)
+        self._kept[key] = window
+        self._bytes += window.nbytes
+        while self._bytes > self.KEEP_BYTES:
+            self._bytes -= self._kept.popitem(last=False)[1].nbytes
+        return window
+
+    def stds(self, ys: np.ndarray, xs: np.ndarray, size: int) -> np.ndarray:
+        """Pixel standard deviation of each candidate window (read, decoded, then dropped)."""
+        return np.array(
+            [
+                self.window(y, x, size).reshape(1, -1).std(axis=1)[0]
+                for y, x in zip(ys, xs, strict=True)
+            ]
+        )
+
+
+def _cut_into(target: np.ndarray, pixels: np.ndarray | Windows, xy: np.ndarray, size: int) -> None:
+    """Write the patches at level corners ``xy`` into ``target``, shape (n, size, size, channels)."""
+    if isinstance(pixels, Windows):
+        for row, (y, x) in enumerate(xy):
+            target[row] = pixels.window(y, x, size)
+        return
+    windows = np.lib.stride_tricks.sliding_window_view(pixels, (size, size), axis=(0, 1))
+    target[...] = windows[xy[:, 0], xy[:, 1]].transpose(0, 2, 3, 1)
+
+
+def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.ndarray | Windows:
+    """Pixels, kept for the next shard (consecutive shards usually share an image): a small image
+    decoded whole, or windowed access to a large one."""
+    key = (source, channels, max_megapixels)
+    if _PIXELS.get("key") != key:
+        release_pixels()
+        if source.backend != "pillow":
+            value: np.ndarray | Windows = Windows(
+                reader_for(source, channels, max_megapixels), source.level
+            )
+        else:
+            value = load_pixels(source, channels, max_megapixels)
+            value.flags.writeable = False
+        _PIXELS.update(key=key, value=value)
+    kept: np.ndarray | Windows = _PIXELS["value"]
+    return kept
+
+
+def release_pixels() -> None:
+    """Forget the kept pixels and close the file a windowed source holds open."""
+    value = _PIXELS.pop("value", None)
+    _PIXELS.pop("key", None)
+    if isinstance(value, Windows):
+        value.reader.close()
+
+
+_PIXELS: dict[str, Any] = {}
 
 
 def _rows(
-    plan: ImagePlan,
-    split: str,
-    seed: int,
-    extract: ExtractParams,
-    split_params: SplitParams,
-    pixels: np.ndarray,
+    plan: ImagePlan, split: str, params: Params, pixels: np.ndarray | Windows
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image's (patch_index, coords) in one split; cached while its shards are being written."""
-    key = (plan, split, seed, extract, split_params, pixels.shape)  # shape carries the channels
+    key = (plan, split, params.seed, params.extract, params.split, params.source.channels)
     if _ROWS_CACHE.get("key") != key:
         _ROWS_CACHE["key"] = key
         _ROWS_CACHE["rows"] = sample_image(
-            plan, seed=seed, extract=extract, split=split_params, pixels=pixels, only=split
+            plan,
+            seed=params.seed,
+            extract=params.extract,
+            split=params.split,
+            pixels=pixels,
+            only=split,
         )[split]
     rows: tuple[np.ndarray, np.ndarray] = _ROWS_CACHE["rows"]
     return rows
@@ -306,8 +465,10 @@ def _is_dataset_file(relative: Path) -> bool:
     parts = relative.parts
     if parts == (MANIFEST_NAME,):
         return True
-    if len(parts) == 1 and parts[0] in SPLITS:
+    if len(parts) == 1 and parts[0] in (*SPLITS, ROI_FOLDER):
         return True
+    if len(parts) == 2 and parts[0] == ROI_FOLDER:
+        return parts[1].endswith(".png")
     return (
         len(parts) == 2
         and parts[0] in SPLITS

@@ -31,6 +31,7 @@ from patchpack.params import SPLITS, DatasetParams
 
 MANIFEST_NAME = "manifest.json"
 SHARD_PATH = re.compile(r"^(train|val|test)/shard-[0-9]{5,}\.h5$")
+ROI_PATH = re.compile(r"^roi/[0-9a-f]{16}\.png$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST = 16  # hex characters per patch digest
 MAX_MANIFEST_BYTES = 1 << 30
@@ -149,6 +150,17 @@ class Manifest:
             )
         return path
 
+    def roi_path(self, record: SourceRecord) -> Path | None:
+        """Where a source's tissue mask is (``None`` without one); inside the folder, or refused."""
+        if record.roi is None or self.folder is None:
+            return None
+        path = self.folder / record.roi
+        if self.folder.resolve() not in path.resolve().parents:
+            raise IntegrityError(
+                f"{record.roi}: resolves outside the dataset folder (a symlink); pull or extract again"
+            )
+        return path
+
     def shards_for(self, split: str) -> list[ShardEntry]:
         """The shards of ``split`` in canonical order."""
         if split not in SPLITS:
@@ -244,14 +256,17 @@ def fingerprint(class_names: Sequence[str], shards: Sequence[ShardEntry]) -> str
 
 
 def current_environment() -> dict[str, str]:
-    """The versions that can change a shard's bytes or a patch's pixels."""
+    """The versions that can change a shard's bytes or a patch's pixels (tile decoders included)."""
     import h5py
     import hdf5plugin
     import numpy
     import PIL
     from PIL import features
 
+    from patchpack.dataset.readers import backend_versions
+
     return {
+        **backend_versions(),
         "python": platform.python_version(),
         "platform": sys.platform,
         "numpy": numpy.__version__,
@@ -383,20 +398,39 @@ class _Parser:
     def sources(self, value: object) -> tuple[SourceRecord, ...]:
         if not isinstance(value, list):
             raise self.fail("sources", "a list", value)
-        records = []
-        for i, item in enumerate(value):
-            key = f"sources[{i}]"
-            entry = self.mapping(item, key, ("id", "class", "width", "height", "sha256"))
-            records.append(
-                SourceRecord(
-                    id=self.string(entry["id"], f"{key}.id"),
-                    class_name=self.string(entry["class"], f"{key}.class"),
-                    width=self.integer(entry["width"], f"{key}.width"),
-                    height=self.integer(entry["height"], f"{key}.height"),
-                    sha256=self.string(entry["sha256"], f"{key}.sha256", _HEX64),
-                )
-            )
-        return tuple(records)
+        keys = tuple(SourceRecord("", "", 0, 0, "").to_dict())
+        return tuple(
+            self.source(self.mapping(item, f"sources[{i}]", keys), f"sources[{i}]")
+            for i, item in enumerate(value)
+        )
+
+    def source(self, entry: dict[str, Any], key: str) -> SourceRecord:
+        roi = entry["roi"]
+        if roi is not None:
+            self.string(roi, f"{key}.roi", ROI_PATH)
+        return SourceRecord(
+            id=self.string(entry["id"], f"{key}.id"),
+            class_name=self.string(entry["class"], f"{key}.class"),
+            width=self.integer(entry["width"], f"{key}.width"),
+            height=self.integer(entry["height"], f"{key}.height"),
+            sha256=self.string(entry["sha256"], f"{key}.sha256", _HEX64),
+            backend=self.string(entry["backend"], f"{key}.backend"),
+            level=self.integer(entry["level"], f"{key}.level", 64),
+            downsample=self.number(entry["downsample"], f"{key}.downsample"),
+            mpp=None if entry["mpp"] is None else self.number(entry["mpp"], f"{key}.mpp"),
+            roi=roi,
+            roi_sha256=None
+            if roi is None
+            else self.string(entry["roi_sha256"], f"{key}.roi_sha256", _HEX64),
+            roi_downsample=None
+            if roi is None
+            else self.number(entry["roi_downsample"], f"{key}.roi_downsample"),
+        )
+
+    def number(self, value: object, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+            raise self.fail(key, "a positive number", value)
+        return float(value)
 
     def counts(self, value: object, class_names: tuple[str, ...]) -> dict[str, SplitCount]:
         top = self.mapping(value, "counts", SPLITS)

@@ -36,13 +36,15 @@ image that would push it past twice the target. Adding an image therefore change
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from patchpack.dataset.shards import shard_name
 from patchpack.dataset.sources import SourceImage
+from patchpack.dataset.tissue import Roi
 from patchpack.errors import ConfigError, SourceError
 from patchpack.params import SPLITS, ExtractParams, SplitParams
 
@@ -106,6 +108,7 @@ class ImagePlan:
 
     source: SourceImage
     draws: tuple[Draw, ...]
+    roi: Roi | None = None
 
     def count(self, split: str) -> int:
         return sum(draw.count for draw in self.draws if draw.split == split)
@@ -143,6 +146,7 @@ def plan_images(
     seed: int,
     extract: ExtractParams,
     split: SplitParams,
+    rois: Mapping[str, Roi] | None = None,
 ) -> list[ImagePlan]:
     """Decide, for each source, how many patches go to which split and from which region.
 
@@ -162,28 +166,49 @@ def plan_images(
         )
     for source in sources:
         smallest = split.block_size if split.mode == "region" else size
-        if min(source.width, source.height) < smallest:
+        level = source.size
+        if min(level.width, level.height) < smallest:
             what = "split.block_size" if split.mode == "region" else "extract.patch_size"
             raise SourceError(
-                f"{source.path}: image is {source.width}x{source.height}, smaller than "
-                f"{what}={smallest}; remove it or lower {what}"
+                f"{source.path}: image is {level.width}x{level.height} at level {source.level}, "
+                f"smaller than {what}={smallest}; remove it or lower {what}"
             )
-    counts = _per_image_counts(sources, extract)
+    rois = rois or {}
     image_splits = (
         _image_splits(sources, seed=seed, fractions=split.fractions)
         if split.mode == "image"
         else {}
     )
+    if extract.sampling == "grid":
+        return [
+            _grid_plan(
+                source,
+                seed=seed,
+                extract=extract,
+                split=split,
+                roi=rois.get(source.id),
+                image_split=image_splits.get(source.id),
+            )
+            for source in sources
+        ]
+    counts = _per_image_counts(sources, extract)
     plans = []
     for source, total in zip(sources, counts, strict=True):
-        whole = (Rect(0, source.height, 0, source.width),)
+        whole = (Rect(0, source.size.height, 0, source.size.width),)
         if split.mode == "image":
             draws: tuple[Draw, ...] = (Draw(image_splits[source.id], total, 0, whole, 0),)
         elif split.mode == "patch":
             draws = (Draw("*", total, 0, whole, 0),)
         else:
-            draws = _region_draws(source, total, seed=seed, split=split)
-        plans.append(ImagePlan(source=source, draws=draws))
+            draws = _region_draws(
+                source,
+                total,
+                seed=seed,
+                split=split,
+                roi=rois.get(source.id),
+                patch_size=extract.patch_size,
+            )
+        plans.append(ImagePlan(source=source, draws=draws, roi=rois.get(source.id)))
     for plan in plans:
         _check_room(plan, extract)
     return plans
@@ -213,6 +238,69 @@ def _check_room(plan: ImagePlan, extract: ExtractParams) -> None:
             f"{plan.source.path}: {draw.count} patches of {size}x{size} {where}, but it has only "
             f"{room} distinct positions{there}; lower {knob}"
         )
+
+
+def grid_positions(rects: Sequence[Rect], patch_size: int, stride: int) -> np.ndarray:
+    """Grid corners inside ``rects``, in (y, x) order; int64 of shape (n, 2).
+
+    The grid is anchored at the image's top-left corner and steps by ``stride``; a position is used
+    only when the whole patch lies inside one rectangle (the image, or one block in region mode), so
+    a last row or column that would overhang is dropped, never padded or shifted.
+    """
+    parts = []
+    for r in rects:
+        ys = np.arange(-(-r.y0 // stride) * stride, r.y1 - patch_size + 1, stride)
+        xs = np.arange(-(-r.x0 // stride) * stride, r.x1 - patch_size + 1, stride)
+        if len(ys) and len(xs):
+            grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+            parts.append(grid)
+    if not parts:
+        return np.empty((0, 2), np.int64)
+    corners = np.concatenate(parts).astype(np.int64)
+    return corners[np.lexsort((corners[:, 1], corners[:, 0]))]
+
+
+def grid_coords(
+    rects: Sequence[Rect], extract: ExtractParams, level_downsample: float, roi: Roi | None
+) -> np.ndarray:
+    """The grid corners inside ``rects`` that the ROI keeps, int32 (n, 2), in (y, x) order."""
+    corners = grid_positions(rects, extract.patch_size, extract.step())
+    if roi is not None and len(corners):
+        keep = roi.keep(corners[:, 0], corners[:, 1], extract.patch_size, level_downsample)
+        corners = corners[keep]
+    return corners.astype(np.int32)
+
+
+def _grid_plan(
+    source: SourceImage,
+    *,
+    seed: int,
+    extract: ExtractParams,
+    split: SplitParams,
+    roi: Roi | None,
+    image_split: str | None,
+) -> ImagePlan:
+    """Grid sampling: every grid position (inside the ROI) of each split's rectangles."""
+    whole = (Rect(0, source.size.height, 0, source.size.width),)
+    if split.mode == "region":
+        regions = region_splits(
+            source, seed=seed, split=split, roi=roi, patch_size=extract.patch_size
+        )
+        named = [(name, tuple(regions[name])) for name in SPLITS]
+    else:
+        named = [("*", whole)]
+    draws, first = [], 0
+    for stream, (name, rects) in enumerate(named, start=1):
+        count = len(grid_coords(rects, extract, source.size.downsample, roi))
+        if count:
+            draws.append(Draw(image_split or name, count, first, rects, stream))
+        first += count
+    if not draws:
+        raise SourceError(
+            f"{source.path}: no grid position lies in its region of interest; lower "
+            f"extract.stride or extract.min_roi_fraction, or use extract.roi: all"
+        )
+    return ImagePlan(source=source, draws=tuple(draws), roi=roi)
 
 
 def _per_image_counts(sources: Sequence[SourceImage], extract: ExtractParams) -> list[int]:
@@ -251,9 +339,22 @@ def block_grid(height: int, width: int, block_size: int) -> list[Rect]:
     return [Rect(ys[i], ys[i + 1], xs[j], xs[j + 1]) for i in range(rows) for j in range(cols)]
 
 
-def region_splits(source: SourceImage, *, seed: int, split: SplitParams) -> dict[str, list[Rect]]:
-    """The blocks of ``source`` that belong to each split (seeded, per image)."""
-    blocks = block_grid(source.height, source.width, split.block_size)
+def region_splits(
+    source: SourceImage,
+    *,
+    seed: int,
+    split: SplitParams,
+    roi: Roi | None = None,
+    patch_size: int = 1,
+) -> dict[str, list[Rect]]:
+    """The blocks of ``source`` that belong to each split (seeded, per image).
+
+    With a region of interest, only blocks that hold a patch position inside it are shared out, so a
+    split never receives only background.
+    """
+    blocks = block_grid(source.size.height, source.size.width, split.block_size)
+    if roi is not None:
+        blocks = [b for b in blocks if _holds_roi(b, roi, patch_size, source.size.downsample)]
     order = image_rng(seed, STREAM_BLOCKS, source.id).permutation(len(blocks))
     counts = largest_remainder(len(blocks), split.fractions)
     assigned: dict[str, list[Rect]] = {}
@@ -264,10 +365,25 @@ def region_splits(source: SourceImage, *, seed: int, split: SplitParams) -> dict
     return assigned
 
 
+def _holds_roi(block: Rect, roi: Roi, patch_size: int, downsample: float) -> bool:
+    """Whether some patch of the block (checked on a half-patch grid) lies enough in the ROI."""
+    step = max(1, patch_size // 2)
+    corners = grid_positions((block,), patch_size, step)
+    return bool(len(corners)) and bool(
+        roi.keep(corners[:, 0], corners[:, 1], patch_size, downsample).any()
+    )
+
+
 def _region_draws(
-    source: SourceImage, total: int, *, seed: int, split: SplitParams
+    source: SourceImage,
+    total: int,
+    *,
+    seed: int,
+    split: SplitParams,
+    roi: Roi | None = None,
+    patch_size: int = 1,
 ) -> tuple[Draw, ...]:
-    regions = region_splits(source, seed=seed, split=split)
+    regions = region_splits(source, seed=seed, split=split, roi=roi, patch_size=patch_size)
     weights = [
         fraction if regions[name] else 0.0
         for name, fraction in zip(SPLITS, split.fractions, strict=True)
@@ -287,15 +403,16 @@ def draw_coords(
     *,
     seed: int,
     patch_size: int,
-    pixels: np.ndarray | None = None,
+    pixels: Pixels | None = None,
     min_std: float = 0.0,
     max_tries: int = 50,
 ) -> np.ndarray:
     """Top-left corners of ``draw.count`` patches inside ``draw.rects``, drawn from the image's stream.
 
     Candidates are drawn in fixed batches, so the first ``k`` coordinates are the same whatever
-    ``count`` is. With ``min_std > 0`` a candidate whose pixel standard deviation is below ``min_std``
-    is skipped (this needs ``pixels``).
+    ``count`` is. A candidate is skipped when less than the ROI's minimum fraction of it lies in the
+    image's region of interest (``plan.roi``), or when its pixel standard deviation is below
+    ``min_std`` (this needs ``pixels``: the whole image, or windowed access to it).
 
     Returns
     -------
@@ -314,15 +431,16 @@ def draw_coords(
     check = min_std > 0
     if check and pixels is None:
         raise ValueError("pixels are required when min_std > 0")
-    windows = _windows(pixels, patch_size) if check and pixels is not None else None
+    downsample = plan.source.size.downsample
     accepted: list[np.ndarray] = []
     found, tried, budget = 0, 0, draw.count * max_tries
     while found < draw.count:
         if tried >= budget:
             raise SourceError(
                 f"{plan.source.path}: only {found} of {draw.count} {draw.split} patches have pixel "
-                f"std >= extract.min_std={min_std:g} after {tried} tries; lower extract.min_std or "
-                f"the patch count, or remove the image"
+                f"std >= extract.min_std={min_std:g}{_roi_words(plan)} after {tried} tries; lower "
+                f"extract.min_std{' or extract.min_roi_fraction' if plan.roi else ''} or the patch "
+                f"count, or remove the image"
             )
         which = rng.choice(len(rects), size=DRAW_BATCH, p=weights)
         low_y, high_y = spans[which, 0], spans[which, 1]
@@ -331,8 +449,11 @@ def draw_coords(
         xs = low_x + (rng.random(DRAW_BATCH) * (high_x - low_x)).astype(np.int64)
         room = min(DRAW_BATCH, budget - tried)
         ys, xs = ys[:room], xs[:room]
-        if windows is not None:
-            keep = windows[ys, xs].reshape(room, -1).std(axis=1) >= min_std
+        if plan.roi is not None:
+            keep = plan.roi.keep(ys, xs, patch_size, downsample)
+            ys, xs = ys[keep], xs[keep]
+        if check and pixels is not None and len(ys):
+            keep = _kept_by_std(pixels, ys, xs, patch_size, min_std, draw.count - found)
             ys, xs = ys[keep], xs[keep]
         tried += room
         take = min(len(ys), draw.count - found)
@@ -341,9 +462,40 @@ def draw_coords(
     return np.concatenate(accepted).astype(np.int32)
 
 
-def _windows(pixels: np.ndarray | None, patch_size: int) -> np.ndarray:
-    assert pixels is not None
-    return np.lib.stride_tricks.sliding_window_view(pixels, (patch_size, patch_size), axis=(0, 1))
+def _roi_words(plan: ImagePlan) -> str:
+    if plan.roi is None:
+        return ""
+    return f" and lie at least {plan.roi.min_fraction:g} in the region of interest"
+
+
+class WindowStds(Protocol):
+    """Windowed access to an image too large to decode whole: the std of each candidate window."""
+
+    def stds(self, ys: np.ndarray, xs: np.ndarray, size: int) -> np.ndarray: ...
+
+
+Pixels = np.ndarray | WindowStds
+
+
+def _kept_by_std(
+    pixels: Pixels, ys: np.ndarray, xs: np.ndarray, size: int, min_std: float, needed: int
+) -> np.ndarray:
+    """Which candidates have pixel std >= ``min_std``, in order.
+
+    A whole image is checked at once. A windowed one is checked one window at a time, stopping once
+    ``needed`` candidates passed: only the first ``needed`` kept candidates are taken anyway, so the
+    result is the same, and windows past them are never decoded.
+    """
+    if isinstance(pixels, np.ndarray):
+        windows = np.lib.stride_tricks.sliding_window_view(pixels, (size, size), axis=(0, 1))
+        kept: np.ndarray = windows[ys, xs].reshape(len(ys), -1).std(axis=1) >= min_std
+        return kept
+    keep = np.zeros(len(ys), bool)
+    for i in range(len(ys)):
+        keep[i] = pixels.stds(ys[i : i + 1], xs[i : i + 1], size)[0] >= min_std
+        if keep.sum() >= needed:
+            break
+    return keep
 
 
 def patch_splits(plan: ImagePlan, *, seed: int, fractions: Sequence[float]) -> np.ndarray:
@@ -413,7 +565,7 @@ def sample_image(
     seed: int,
     extract: ExtractParams,
     split: SplitParams,
-    pixels: np.ndarray | None = None,
+    pixels: Pixels | None = None,
     only: str | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every patch of one image, by split: ``{split: (patch_index, coords)}`` in patch-index order.
@@ -427,15 +579,18 @@ def sample_image(
     for draw in plan.draws:
         if only is not None and draw.split not in (only, "*"):
             continue
-        coords = draw_coords(
-            plan,
-            draw,
-            seed=seed,
-            patch_size=extract.patch_size,
-            pixels=pixels,
-            min_std=extract.min_std,
-            max_tries=extract.max_tries,
-        )
+        if extract.sampling == "grid":
+            coords = grid_coords(draw.rects, extract, plan.source.size.downsample, plan.roi)
+        else:
+            coords = draw_coords(
+                plan,
+                draw,
+                seed=seed,
+                patch_size=extract.patch_size,
+                pixels=pixels,
+                min_std=extract.min_std,
+                max_tries=extract.max_tries,
+            )
         index = np.arange(draw.first_index, draw.first_index + draw.count, dtype=np.int32)
         if draw.split != "*":
             rows[draw.split] = (index, coords)

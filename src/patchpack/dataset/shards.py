@@ -7,11 +7,17 @@ dataset         dtype, shape            meaning
 ==============  ======================  ====================================================
 images          uint8 (n, h, w, c)      the patches, chunked by ``chunk_patches`` rows
 labels          int32 (n,)              index into the ``class_names`` attribute
-sources         UTF-8 string (k,)       ids (relative POSIX paths) of this shard's sources
-source_index    int32 (n,)              index into ``sources``
+sources         UTF-8 string (n,)       id (relative POSIX path) of each patch's source
+source_index    int32 (n,)              number of the patch's source among this shard's sources
 patch_index     int32 (n,)              the patch's number within its source image
-coords          int32 (n, 2)            top-left corner (y, x) of the patch in its source
+coords          int32 (n, 2)            top-left corner (y, x) of the patch, in level-0 pixels
+levels          int32 (n,)              the pyramid level the patch was cut from
 ==============  ======================  ====================================================
+
+Every dataset has the patch count as its first dimension (format 2), so generic HDF5 readers (such
+as Hugging Face ``datasets``) see one row per patch. A patch covers ``patch_size * downsample``
+level-0 pixels from ``coords``, where ``downsample`` is its level's (recorded per source in the
+manifest), so it can always be found again in the slide.
 
 File attributes: ``format_version`` (int), ``class_names`` (JSON list), ``split``, ``patch_size``,
 ``channels``. Nothing in a shard depends on its position among the other shards or on sources that
@@ -40,9 +46,9 @@ import numpy as np
 from patchpack.dataset.io import content_hash_json, write_bytes_atomic
 from patchpack.errors import ConfigError, IntegrityError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SHARD_GLOB = "shard-*.h5"
-ARRAYS = ("images", "labels", "sources", "source_index", "patch_index", "coords")
+ARRAYS = ("images", "labels", "sources", "source_index", "patch_index", "coords", "levels")
 _STRING = h5py.string_dtype("utf-8")
 
 
@@ -72,11 +78,12 @@ class ShardData:
     ----------
     images : ndarray of shape (n_patches, height, width, n_channels), uint8
     labels : ndarray of shape (n_patches,), int32
-    sources : tuple of str, the source ids that ``source_index`` points into
+    sources : tuple of str, the distinct source ids that ``source_index`` points into
     source_index : ndarray of shape (n_patches,), int32
     patch_index : ndarray of shape (n_patches,), int32
-    coords : ndarray of shape (n_patches, 2), int32, top-left (y, x)
+    coords : ndarray of shape (n_patches, 2), int32, top-left (y, x) in level-0 pixels
     attrs : dict of the file attributes
+    levels : ndarray of shape (n_patches,), int32, the pyramid level of each patch (default 0)
     """
 
     images: np.ndarray
@@ -86,6 +93,11 @@ class ShardData:
     patch_index: np.ndarray
     coords: np.ndarray
     attrs: dict[str, Any]
+    levels: np.ndarray = None  # type: ignore[assignment]  # filled with zeros when not given
+
+    def __post_init__(self) -> None:
+        if self.levels is None:
+            object.__setattr__(self, "levels", np.zeros(len(self.labels), np.int32))
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -100,7 +112,7 @@ class ShardData:
         for name in ARRAYS:
             array = self._array(name)
             digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
+            digest.update(np.ascontiguousarray(array).data)  # the buffer: no copy of the pixels
         return digest.hexdigest()
 
     def patch_digests(self) -> list[str]:
@@ -110,15 +122,20 @@ class ShardData:
             hashlib.blake2b(
                 rows[row].tobytes()
                 + f"|{self.labels[row]}|{self.source_of(row)}|{self.patch_index[row]}"
-                f"|{self.coords[row, 0]}|{self.coords[row, 1]}".encode(),
+                f"|{self.coords[row, 0]}|{self.coords[row, 1]}|{self.levels[row]}".encode(),
                 digest_size=8,
             ).hexdigest()
             for row in range(len(self))
         ]
 
+    def source_rows(self) -> list[str]:
+        """The source id of every patch, in row order (what the ``sources`` dataset stores)."""
+        return [self.sources[int(i)] for i in self.source_index]
+
     def _array(self, name: str) -> np.ndarray:
         if name == "sources":
-            return np.array([source.encode() for source in self.sources], dtype=object).astype("S")
+            encoded = [source.encode() for source in self.source_rows()]
+            return np.array(encoded, dtype=object).astype("S") if encoded else np.empty(0, "S1")
         value: np.ndarray = getattr(self, name)
         return value
 
@@ -147,6 +164,7 @@ class ShardLayout:
             "source_index": (int32, (n,)),
             "patch_index": (int32, (n,)),
             "coords": (int32, (n, 2)),
+            "levels": (int32, (n,)),
         }
 
     def check_file(self, h5: h5py.File, path: Path) -> None:
@@ -162,10 +180,8 @@ class ShardLayout:
                     f"{dtype} of shape {shape}",
                 )
         sources = h5.get("sources")
-        if not isinstance(sources, h5py.Dataset) or len(sources.shape) != 1:
-            raise _damaged(path, "it has no list of sources")
-        if sources.shape[0] > self.patches:
-            raise _damaged(path, f"it names {sources.shape[0]} sources for {self.patches} patches")
+        if not isinstance(sources, h5py.Dataset) or sources.shape != (self.patches,):
+            raise _damaged(path, f"it has no source for each of its {self.patches} patches")
         wanted = {
             "format_version": FORMAT_VERSION,
             "split": self.split,
@@ -205,6 +221,20 @@ class ShardMismatch(IntegrityError):
         self.what = what
 
 
+def _distinct(rows: np.ndarray, index: np.ndarray, path: Path) -> tuple[str, ...]:
+    """The distinct source ids, numbered as ``source_index`` numbers them (first appearance)."""
+    ids = [value.decode() if isinstance(value, bytes) else str(value) for value in rows]
+    if len(ids) != len(index):
+        raise _damaged(path, f"it names {len(ids)} sources for {len(index)} patches")
+    distinct: dict[int, str] = {}
+    for row, number in enumerate(index.tolist()):
+        if distinct.setdefault(number, ids[row]) != ids[row]:
+            raise _damaged(path, f"row {row}: source_index {number} names two sources")
+    if sorted(distinct) != list(range(len(distinct))):
+        raise _damaged(path, "source_index skips numbers")
+    return tuple(distinct[number] for number in range(len(distinct)))
+
+
 def _damaged(path: Path, what: str) -> ShardMismatch:
     return ShardMismatch(path, what)
 
@@ -235,10 +265,11 @@ def shard_bytes(data: ShardData, *, chunk_patches: int, compression: str, level:
         chunks = (max(1, min(chunk_patches, n)), *data.images.shape[1:])
         h5.create_dataset("images", data=data.images, chunks=chunks, track_times=False, **options)
         h5.create_dataset("labels", data=data.labels, track_times=False)
-        h5.create_dataset("sources", data=list(data.sources), dtype=_STRING, track_times=False)
+        h5.create_dataset("sources", data=data.source_rows(), dtype=_STRING, track_times=False)
         h5.create_dataset("source_index", data=data.source_index, track_times=False)
         h5.create_dataset("patch_index", data=data.patch_index, track_times=False)
         h5.create_dataset("coords", data=data.coords, track_times=False)
+        h5.create_dataset("levels", data=data.levels.astype(np.int32), track_times=False)
         h5.flush()
         image: bytes = h5.id.get_file_image()
     return image
@@ -270,14 +301,16 @@ def read_shard(path: Path, layout: ShardLayout | None = None) -> ShardData:
             if layout is not None:
                 layout.check_file(h5, path)
             attrs = {key: _plain(h5.attrs[key]) for key in sorted(h5.attrs)}
+            index = h5["source_index"][()]
             data = ShardData(
                 images=h5["images"][()],
                 labels=h5["labels"][()],
-                sources=tuple(value.decode() for value in h5["sources"][()]),
-                source_index=h5["source_index"][()],
+                sources=_distinct(h5["sources"][()], index, path),
+                source_index=index,
                 patch_index=h5["patch_index"][()],
                 coords=h5["coords"][()],
                 attrs=attrs,
+                levels=h5["levels"][()],
             )
     except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"{path}: unreadable shard ({exc}); run patchpack verify") from exc

@@ -35,7 +35,9 @@ Float images (mode ``F``) are refused: their scale is unknown. Multi-frame TIFFs
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
+import math
 import os
 import shutil
 import struct
@@ -49,9 +51,17 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from patchpack.dataset.io import file_sha256
+from patchpack.dataset.readers import (
+    SUFFIXES,
+    ArrayReader,
+    Level,
+    Reader,
+    choose_backend,
+    open_reader,
+)
 from patchpack.errors import SourceError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = SUFFIXES
 FORMATS = ("PNG", "JPEG", "TIFF")
 
 # The demo: real photographs that ship inside scikit-image, so the pipeline runs offline.
@@ -84,6 +94,13 @@ class SourceRecord:
     width: int
     height: int
     sha256: str
+    backend: str = "pillow"
+    level: int = 0
+    downsample: float = 1.0
+    mpp: float | None = None
+    roi: str | None = None
+    roi_sha256: str | None = None
+    roi_downsample: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -92,6 +109,13 @@ class SourceRecord:
             "width": self.width,
             "height": self.height,
             "sha256": self.sha256,
+            "backend": self.backend,
+            "level": self.level,
+            "downsample": self.downsample,
+            "mpp": self.mpp,
+            "roi": self.roi,
+            "roi_sha256": self.roi_sha256,
+            "roi_downsample": self.roi_downsample,
         }
 
 
@@ -105,8 +129,12 @@ class SourceImage:
     label : int, index of ``class_name`` in the sorted class names
     class_name : str, the name of the subfolder, Unicode NFC
     path : Path, where the file is now, as spelled on disk (not recorded in the manifest)
-    width, height : int, pixels as displayed (after the EXIF orientation)
+    width, height : int, level-0 pixels as displayed (after the EXIF orientation)
     sha256 : str, of the file's bytes
+    backend : str, the reader that decodes it (see :mod:`patchpack.dataset.readers`)
+    levels : tuple of Level, the pyramid, level 0 first
+    mpp : float or None, microns per pixel at level 0, when the file says
+    level : int, the level patches are cut from (``source.level`` or the one closest to ``source.mpp``)
     """
 
     id: str
@@ -116,13 +144,34 @@ class SourceImage:
     width: int
     height: int
     sha256: str
+    backend: str = "pillow"
+    levels: tuple[Level, ...] = ()
+    mpp: float | None = None
+    level: int = 0
+
+    @property
+    def size(self) -> Level:
+        """The sampled level: patches are drawn on its pixel grid."""
+        return self.levels[self.level] if self.levels else Level(self.height, self.width, 1.0)
 
     def record(self) -> SourceRecord:
         """What the manifest keeps of this source: everything but the local path."""
-        return SourceRecord(self.id, self.class_name, self.width, self.height, self.sha256)
+        return SourceRecord(
+            self.id,
+            self.class_name,
+            self.width,
+            self.height,
+            self.sha256,
+            backend=self.backend,
+            level=self.level,
+            downsample=self.size.downsample,
+            mpp=self.mpp,
+        )
 
 
-def catalog(folder: str | Path, *, max_megapixels: float) -> tuple[list[str], list[SourceImage]]:
+def catalog(
+    folder: str | Path, *, max_megapixels: float, level: int = 0, mpp: float | None = None
+) -> tuple[list[str], list[SourceImage]]:
     """Discover, label and check every image under ``folder``.
 
     Every image's header is read here, before anything is written, so a bad file fails the run early.
@@ -157,7 +206,9 @@ def catalog(folder: str | Path, *, max_megapixels: float) -> tuple[list[str], li
             raise SourceError(
                 f"{directory}: class folder is empty; add images to it or remove the folder"
             )
-        sources += [_inspect(root, path, label, name, max_megapixels) for path in files]
+        for path in files:
+            source = _inspect(root, path, label, name, max_megapixels)
+            sources.append(dataclasses.replace(source, level=choose_level(source, level, mpp)))
     sources.sort(key=lambda source: source.id)
     _refuse_duplicates(sources)
     return [name for name, _ in classes], sources
@@ -252,15 +303,47 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
+def choose_level(source: SourceImage, level: int, mpp: float | None) -> int:
+    """``level`` (checked to exist), or with ``mpp`` the level whose resolution is closest to it."""
+    levels = source.levels or (source.size,)
+    if mpp is None:
+        if level >= len(levels):
+            raise SourceError(
+                f"{source.path}: source.level {level} does not exist (it has levels 0 to "
+                f"{len(levels) - 1}); lower source.level"
+            )
+        return level
+    if source.mpp is None:
+        raise SourceError(
+            f"{source.path}: the file records no resolution (microns per pixel), so source.mpp="
+            f"{mpp:g} cannot choose a level; use source.level instead"
+        )
+    distances = [abs(math.log(source.mpp * entry.downsample / mpp)) for entry in levels]
+    return distances.index(min(distances))
+
+
 def _inspect(
     root: Path, path: Path, label: int, class_name: str, max_megapixels: float
 ) -> SourceImage:
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise SourceError(
-            f"{path}: not an image (supported: {', '.join(IMAGE_SUFFIXES)}); "
-            f"remove it from the source folder"
-        )
+    backend = choose_backend(path)
     source_id = _nfc(path.relative_to(root).as_posix(), path)
+    if backend != "pillow":
+        with open_reader(
+            path, channels=3, max_megapixels=max_megapixels, backend=backend
+        ) as reader:
+            base = reader.levels[0]
+            return SourceImage(
+                id=source_id,
+                label=label,
+                class_name=class_name,
+                path=path,
+                width=base.width,
+                height=base.height,
+                sha256=file_sha256(path),
+                backend=backend,
+                levels=reader.levels,
+                mpp=reader.mpp,
+            )
     with _open(path, max_megapixels) as image:
         if image.mode == "F":
             raise SourceError(
@@ -275,6 +358,7 @@ def _inspect(
         width=width,
         height=height,
         sha256=file_sha256(path),
+        levels=(Level(height, width, 1.0),),
     )
 
 
@@ -403,6 +487,15 @@ def load_pixels(source: SourceImage, channels: int, max_megapixels: float) -> np
     return pixels
 
 
+def reader_for(source: SourceImage, channels: int, max_megapixels: float) -> Reader:
+    """A reader over ``source``: small images decoded whole, slides through their windowed backend."""
+    if source.backend == "pillow":
+        return ArrayReader(source.path, load_pixels(source, channels, max_megapixels))
+    return open_reader(
+        source.path, channels=channels, max_megapixels=max_megapixels, backend=source.backend
+    )
+
+
 def _to_channels(image: Image.Image, channels: int) -> Image.Image:
     mode = image.mode
     if mode.startswith("I"):
@@ -458,3 +551,21 @@ def export_demo(out: Path) -> list[Path]:
         shutil.rmtree(out)
     os.replace(staging, out)
     return written
+
+
+DEMO_SLIDE = "demo/slide.tif"
+
+
+def export_demo_slide(out: Path, *, side: int = 20480) -> Path:
+    """Write the demo slide (see :mod:`patchpack.dataset.demo_slide`) to ``out/demo/slide.tif``."""
+    from patchpack.dataset.demo_slide import tinted_photographs, write_demo_slide
+
+    if side < 1536:
+        raise SourceError(f"--side must be at least 1536 pixels (received {side})")
+    out = Path(out)
+    if out.exists() and any(entry.name != "demo" for entry in out.iterdir()):
+        raise SourceError(
+            f"{out}: folder exists and holds more than the demo slide; choose an empty or new folder"
+        )
+    photographs = tinted_photographs(demo_folder(), [name for _, name in DEMO_IMAGES])
+    return write_demo_slide(out / DEMO_SLIDE, photographs, side=side)

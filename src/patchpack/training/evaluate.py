@@ -3,7 +3,9 @@
 Writes into ``out_dir`` (e.g. ``eval/cnn``):
 
 * ``metrics.json``: ``accuracy``, ``loss`` (mean cross-entropy), ``macro_f1``, ``macro_precision``,
-  ``macro_recall`` and ``test_patches``, for ``dvc metrics show`` / ``dvc metrics diff``;
+  ``macro_recall`` and ``test_patches``, and the model's cost: ``parameters``,
+  ``inference_patches_per_s`` (see :func:`predict`), ``device`` and ``backend``, for
+  ``dvc metrics show`` / ``dvc metrics diff``;
 * ``per_class.json``: ``precision``, ``recall``, ``f1`` and ``support`` for each class name (kept out
   of ``metrics.json`` so that ``dvc metrics show`` stays a readable table);
 * ``confusion.csv``: one ``actual,predicted`` row of class names per test patch, in canonical order,
@@ -14,15 +16,20 @@ Writes into ``out_dir`` (e.g. ``eval/cnn``):
 from __future__ import annotations
 
 import csv
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from patchpack.dataset.io import atomic_output, write_json_atomic
 from patchpack.errors import ConfigError, ModelError
 from patchpack.params import Params
+from patchpack.training.device import accelerator
 from patchpack.training.loader import open_dataset
+from patchpack.training.prediction_maps import write_maps
 
 # Probabilities are clipped away from 0 before the log, as Keras' cross-entropy does.
 _EPSILON = 1e-7
@@ -57,6 +64,7 @@ def evaluate_model(
     -------
     dict
         The content of ``metrics.json``, and ``per_class``: the content of ``per_class.json``.
+        ``inference_patches_per_s`` is the model's speed alone (reading shards is not counted).
 
     Raises
     ------
@@ -83,16 +91,20 @@ def evaluate_model(
                 f"{path}: the model takes patches of shape {expected}, but {dataset.folder} has "
                 f"{dataset.input_shape}; retrain with `patchpack train --model {model_name}`"
             )
-        label_parts, probability_parts = [], []
-        for images, batch_labels in test.batches(
-            settings.batch_size, shuffle=False, workers=params.train.loader_workers
-        ):
-            probability_parts.append(np.asarray(model.predict_on_batch(images), np.float64))
-            label_parts.append(batch_labels)
+        labels, probabilities, speed = predict(
+            model,
+            test.batches(settings.batch_size, shuffle=False, workers=params.train.loader_workers),
+        )
         class_names = dataset.class_names
-    labels, probabilities = np.concatenate(label_parts), np.concatenate(probability_parts)
+        manifest = dataset.manifest
     predicted = probabilities.argmax(axis=1)
     metrics = score(labels, probabilities, class_names)
+    metrics.update(
+        parameters=int(model.count_params()),
+        inference_patches_per_s=round(speed, 2),
+        device=accelerator(),
+        backend=keras.backend.backend(),
+    )
     out_dir = Path(out_dir)
     write_json_atomic(out_dir / "per_class.json", metrics["per_class"])
     write_json_atomic(
@@ -100,7 +112,48 @@ def evaluate_model(
     )
     write_confusion_csv(out_dir / "confusion.csv", labels, predicted, class_names)
     plot_confusion(out_dir / "confusion.png", labels, predicted, class_names)
+    write_maps(manifest, probabilities, out_dir / "maps")
     return metrics
+
+
+def predict(
+    model: Any,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Run ``model`` over ``batches``; return the labels, the probabilities and patches per second.
+
+    The speed counts the model's time only, and leaves out each batch of a shape not seen before:
+    the first batch traces (and compiles) the model, and so may a shorter last batch. When every
+    batch is of a new shape, all of them count.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_patches,), int32
+    probabilities : ndarray of shape (n_patches, n_classes), float64
+    patches_per_second : float
+    """
+    shapes: set[tuple[int, ...]] = set()
+    label_parts, probability_parts = [], []
+    warm = [0.0, 0]  # seconds, patches of batches whose shape was seen before
+    every = [0.0, 0]
+    for images, batch_labels in batches:
+        started = clock()
+        probability_parts.append(np.asarray(model.predict_on_batch(images), np.float64))
+        seconds = clock() - started
+        label_parts.append(batch_labels)
+        counters = (warm, every) if images.shape in shapes else (every,)
+        for counter in counters:
+            counter[0] += seconds
+            counter[1] += len(images)
+        shapes.add(images.shape)
+    seconds, patches = warm if warm[1] else every
+    return (
+        np.concatenate(label_parts),
+        np.concatenate(probability_parts),
+        patches / seconds if seconds > 0 else 0.0,
+    )
 
 
 def load_model(path: Path) -> Any:
@@ -111,8 +164,6 @@ def load_model(path: Path) -> Any:
     ModelError
         When the file is missing or unreadable.
     """
-    import keras
-
     if not path.is_file():
         raise ModelError(
             f"{path}: no trained model here; run `patchpack train --model {path.stem}` "

@@ -1,0 +1,151 @@
+"""Peer extractors for ``bench_slides.py``, run in their own virtualenvs: one JSON line on stdout.
+
+    PEER_PYTHON benchmarks/_peers.py histolab --slide S.tif --out DIR --count 500 --size 256
+
+This module imports nothing from patchpack and only the standard library at the top: it runs under
+the peers' interpreters (histolab pins numpy <= 1.24 and TIAToolbox needs numpy >= 2, so they live in
+separate virtualenvs), each tool imported inside its own function. Every runner does what its library's
+documentation shows for random tissue patches, one PNG file per patch, and times only the
+extraction: imports happen before the clock starts, as they do for patchpack.
+
+The JSON line holds ``tool``, ``version``, ``patches`` (PNG files written), ``seconds`` (slide opened,
+tissue detected, patches read and saved) and ``mask_seconds`` (the part of ``seconds`` spent on the
+slide-level tissue mask). A tool that is not installed prints ``{"skipped": reason}`` and exits 0, so
+the benchmark reports it as skipped instead of failing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+# TIAToolbox has no random tiler: its sliding-window extractor lists candidate corners on a lattice
+# of this step (in level-0 pixels), filters them by its Otsu tissue mask, and we draw from that list.
+TIA_STEP = 32
+
+
+def run_histolab(args: argparse.Namespace) -> dict[str, object]:
+    """histolab's ``RandomTiler`` with its whole-tissue mask and its per-tile tissue check.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``slide``, ``out``, ``count``, ``size`` (pixels), ``seed`` and ``tissue`` (0..1).
+
+    Returns
+    -------
+    dict
+        The fields described in the module docstring.
+    """
+    import histolab
+    from histolab.masks import TissueMask
+    from histolab.slide import Slide
+    from histolab.tiler import RandomTiler
+
+    start = time.perf_counter()
+    slide = Slide(str(args.slide), processed_path=str(args.out))
+    # TissueMask (every tissue region) rather than the default BiggestTissueBoxMask (one box), so
+    # histolab draws from the same tissue that patchpack's mask covers. histolab caches the mask per
+    # slide, so extract() below reuses it and the two phases can be timed apart.
+    mask = TissueMask()
+    mask(slide)
+    masked = time.perf_counter()
+    tiler = RandomTiler(
+        tile_size=(args.size, args.size),
+        n_tiles=args.count,
+        level=0,
+        seed=args.seed,
+        check_tissue=True,
+        tissue_percent=100.0 * args.tissue,
+        max_iter=50 * args.count,
+    )
+    tiler.extract(slide, extraction_mask=mask, log_level="WARNING")
+    end = time.perf_counter()
+    return {
+        "tool": "histolab",
+        "version": histolab.__version__,
+        "patches": len(list(Path(args.out).glob("*.png"))),
+        "seconds": end - start,
+        "mask_seconds": masked - start,
+    }
+
+
+def run_tiatoolbox(args: argparse.Namespace) -> dict[str, object]:
+    """TIAToolbox's sliding-window extractor with its Otsu mask; ``count`` corners drawn at random.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``slide``, ``out``, ``count``, ``size`` (pixels), ``seed`` and ``tissue`` (0..1).
+
+    Returns
+    -------
+    dict
+        The fields described in the module docstring.
+    """
+    import numpy as np
+    import tiatoolbox
+    from tiatoolbox.tools.patchextraction import get_patch_extractor
+    from tiatoolbox.utils.misc import imwrite
+
+    start = time.perf_counter()
+    extractor = get_patch_extractor(
+        "slidingwindow",
+        input_img=str(args.slide),
+        patch_size=(args.size, args.size),
+        stride=(TIA_STEP, TIA_STEP),
+        input_mask="otsu",
+        min_mask_ratio=args.tissue,
+        resolution=0,
+        units="level",
+        within_bound=True,
+    )
+    masked = time.perf_counter()
+    chosen = np.random.default_rng(args.seed).choice(len(extractor), args.count, replace=False)
+    out = Path(args.out)
+    for number, item in enumerate(chosen.tolist()):
+        imwrite(out / f"patch_{number:06d}.png", extractor[item])
+    end = time.perf_counter()
+    return {
+        "tool": "tiatoolbox",
+        "version": tiatoolbox.__version__,
+        "patches": len(list(out.glob("*.png"))),
+        "seconds": end - start,
+        "mask_seconds": masked - start,
+    }
+
+
+RUNNERS = {"histolab": run_histolab, "tiatoolbox": run_tiatoolbox}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tool", choices=sorted(RUNNERS))
+    parser.add_argument("--slide", type=Path, required=True, help="the slide to read")
+    parser.add_argument("--out", type=Path, required=True, help="empty folder for the PNG files")
+    parser.add_argument("--count", type=int, required=True, help="patches to extract")
+    parser.add_argument("--size", type=int, default=256, help="patch side, pixels (default 256)")
+    parser.add_argument("--seed", type=int, default=2019, help="random seed (default 2019)")
+    parser.add_argument(
+        "--tissue", type=float, default=0.8, help="least tissue fraction of a patch (default 0.8)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        result = RUNNERS[args.tool](args)
+    except ImportError as exc:
+        # Not installed in this interpreter: a skip to report, not a failure of the benchmark.
+        result = {"skipped": f"{args.tool} is not importable in {sys.executable} ({exc})"}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

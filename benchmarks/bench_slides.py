@@ -1,0 +1,595 @@
+"""Slide benchmark: peak memory against slide size, and patchpack against histolab and TIAToolbox.
+
+    python benchmarks/bench_slides.py [--quick] [--json out.json] [--repeats N] [--sides N N N]
+                                      [--peer-python PY] [--tia-python PY]
+
+1. Memory is flat in slide size: ``patchpack extract`` (the CLI, in a child process) takes the same
+   number of random 256x256 tissue patches at level 0 from demo slides of growing side; the peak
+   resident memory of each child (``ru_maxrss`` from ``os.wait4``) and the ratio of the largest
+   slide's peak to the smallest's are printed.
+2. patchpack against its peers on one slide: the same number of random 256x256 tissue patches at
+   level 0, patchpack into zstd HDF5 shards, histolab's ``RandomTiler`` and TIAToolbox's patch
+   extractor one PNG file per patch, each with its own tissue detection (see ``_peers.py``). Patches
+   per second, bytes and allocated bytes (``st_blocks * 512``) on disk, and the ratios against
+   histolab, all measured in this run.
+
+The demo slides (``patchpack sources --slide``) are written once into ``.bench/slides/`` (ignored by
+git), under a name that carries a hash of the code that draws them, so a changed drawing is rewritten.
+The peers live in their own virtualenvs (``--peer-python``, ``--tia-python``); a missing one is
+skipped with a message. ``--quick`` runs everything on tiny slides, as a smoke test. Setup (histolab
+0.7.0 pins scikit-image < 0.19.4, which has no wheel for Python 3.11, and openslide-python 1.3.1,
+which predates openslide-bin; TIAToolbox needs numpy >= 2 where histolab pins numpy <= 1.24.4)::
+
+    python3 -m venv .bench/venv-peers
+    .bench/venv-peers/bin/pip install numpy==1.24.4 scipy==1.10.0 "Pillow>=9.1,<11" \
+        scikit-image==0.20.0 certifi openslide-python openslide-bin
+    .bench/venv-peers/bin/pip install --no-deps histolab==0.7.0
+    python3 -m venv .bench/venv-tia && .bench/venv-tia/bin/pip install tiatoolbox
+
+Fairness: every tool reads the same file at level 0, draws the same number of patches of the same
+size, keeps a patch only when at least ``TISSUE`` of it is tissue by its own detector, and writes into
+an empty folder on the same file system. Each timed run starts in a fresh process after the slide
+file has been read once (warm page cache for all), and the clock starts after imports, so only the
+extraction is timed. With ``--repeats`` above 1 the fastest run of each tool is kept, and the highest
+peak memory. The patchpack settings are its defaults except where the comparison fixes them:
+``source.channels: 3`` (the peers keep RGB), ``extract.patch_size: 256``, ``extract.roi: tissue``,
+``extract.min_roi_fraction`` equal to the peers' 80% tissue threshold, and ``split.block_size: 1024``
+(region splits need blocks at least as large as a patch; the default 64 is for 32-pixel patches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench"
+PEERS = Path(__file__).resolve().parent / "_peers.py"
+PATCH_SIZE = 256
+TISSUE = 0.8  # least tissue fraction of a kept patch: histolab's default tissue_percent, for all
+SEED = 2019
+BLOCK_SIZE = 1024
+MB = 1e6
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """How large one run is: slide sides (pixels), patch counts and repetitions."""
+
+    sides: tuple[int, ...]
+    memory_patches: int
+    compare_side: int
+    compare_patches: int
+    repeats: int
+
+
+FULL = Sizes(
+    sides=(5120, 10240, 20480),
+    memory_patches=2000,
+    compare_side=10240,
+    compare_patches=500,
+    repeats=2,
+)
+QUICK = Sizes(
+    sides=(3072, 4096, 6144), memory_patches=40, compare_side=4096, compare_patches=20, repeats=1
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Child:
+    """A finished child process: what it printed, its wall time and its peak resident memory."""
+
+    stdout: str
+    seconds: float
+    peak_rss: int  # bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryRow:
+    """Peak memory of ``patchpack extract`` on one slide."""
+
+    side: int  # pixels
+    file_bytes: int
+    patches: int
+    seconds: float  # the fastest run, wall clock, interpreter start-up included
+    peak_rss: int  # bytes, the highest of the runs
+    peak_rss_runs: tuple[int, ...]
+
+    @property
+    def pixels(self) -> int:
+        return self.side * self.side
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolRow:
+    """One tool's fastest run in the comparison (seconds exclude imports; see the module docstring)."""
+
+    label: str
+    tool: str
+    version: str
+    patches: int
+    seconds: float
+    mask_seconds: float  # the slide-level tissue mask's share of ``seconds``
+    bytes: int
+    allocated: int
+    peak_rss: int  # bytes, the highest of the runs, imports included
+
+    @property
+    def rate(self) -> float:
+        """Patches per second, end to end."""
+        return self.patches / self.seconds
+
+    @property
+    def rate_after_mask(self) -> float:
+        """Patches per second once the slide's tissue mask exists."""
+        return self.patches / (self.seconds - self.mask_seconds)
+
+
+def run_child(command: list[str]) -> Child:
+    """Run ``command`` in the repository root; return its output, wall time and peak RSS.
+
+    ``os.wait4`` gives the usage of this one child, where ``RUSAGE_CHILDREN`` would give the largest
+    peak of every child so far.
+
+    Parameters
+    ----------
+    command : list of str
+        The program and its arguments.
+
+    Returns
+    -------
+    Child
+        stdout, wall-clock seconds and ``ru_maxrss`` of that process, in bytes.
+
+    Raises
+    ------
+    RuntimeError
+        When the command exits with a non-zero status (its last lines of stderr are included).
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode:
+        tail = "\n".join(stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"{' '.join(command[:3])} ... exited {process.returncode}:\n{tail}")
+    return Child(stdout, seconds, usage.ru_maxrss * 1024)
+
+
+def demo_slide(side: int) -> Path:
+    """The source folder holding the ``side`` x ``side`` demo slide, written once into the cache.
+
+    Parameters
+    ----------
+    side : int
+        Level-0 width and height, pixels (at least 1536, ``export_demo_slide``'s minimum).
+
+    Returns
+    -------
+    Path
+        A folder whose only content is ``demo/slide.tif``: a patchpack source folder.
+    """
+    from patchpack.dataset import demo_slide as drawing
+    from patchpack.dataset.sources import DEMO_SLIDE, export_demo_slide
+
+    code = hashlib.sha256(Path(drawing.__file__).read_bytes()).hexdigest()[:12]
+    folder = CACHE / "slides" / f"side-{side}-{code}"
+    if not (folder / DEMO_SLIDE).exists():
+        print(f"writing the {side}x{side} demo slide into {folder} (once) ...", flush=True)
+        export_demo_slide(folder, side=side)
+    return folder
+
+
+def slide_file(source: Path) -> Path:
+    """The slide file inside a source folder made by :func:`demo_slide`."""
+    from patchpack.dataset.sources import DEMO_SLIDE
+
+    return source / DEMO_SLIDE
+
+
+def warm(path: Path) -> None:
+    """Read ``path`` once so every tool starts with the slide in the page cache."""
+    with path.open("rb") as handle:
+        while handle.read(1 << 24):
+            pass
+
+
+def folder_bytes(folder: Path) -> tuple[int, int]:
+    """(sum of file sizes, bytes the file system allocates for them) of every file under ``folder``."""
+    files = [path.stat() for path in folder.rglob("*") if path.is_file()]
+    return sum(f.st_size for f in files), sum(f.st_blocks * 512 for f in files)
+
+
+def write_params(folder: Path, source: Path, patches: int) -> Path:
+    """Write ``folder/params.yaml`` for ``patches`` random tissue patches from ``source``.
+
+    Parameters
+    ----------
+    folder : Path
+        Where the params file goes.
+    source : Path
+        The source folder (one class folder holding the slide).
+    patches : int
+        ``extract.per_image``: patches drawn from the slide.
+
+    Returns
+    -------
+    Path
+        The params file.
+    """
+    params = {
+        "base": {"seed": SEED},
+        "source": {"dir": str(source), "channels": 3, "level": 0},
+        "extract": {
+            "patch_size": PATCH_SIZE,
+            "per_image": patches,
+            "roi": "tissue",
+            "min_roi_fraction": TISSUE,
+        },
+        "split": {"block_size": BLOCK_SIZE},
+    }
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def patchpack_command() -> list[str]:
+    """The ``patchpack`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "patchpack"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "patchpack.cli"]
+
+
+def memory_row(source: Path, patches: int, work: Path, repeats: int) -> MemoryRow:
+    """Peak RSS of ``patchpack extract`` on one slide: the highest of ``repeats`` fresh runs.
+
+    Parameters
+    ----------
+    source : Path
+        Source folder from :func:`demo_slide`.
+    patches : int
+        Patches to extract, the same for every slide.
+    work : Path
+        Scratch folder for the params files and datasets (each removed once measured).
+    repeats : int
+        Runs, each in a fresh process.
+
+    Returns
+    -------
+    MemoryRow
+    """
+    import tifffile
+
+    slide = slide_file(source)
+    with tifffile.TiffFile(slide) as tif:
+        side = int(tif.pages.first.imagewidth)
+    peaks, seconds = [], []
+    for attempt in range(repeats):
+        folder = Path(tempfile.mkdtemp(prefix=f"memory-{side}-{attempt}-", dir=work))
+        params = write_params(folder, source, patches)
+        warm(slide)
+        child = run_child(
+            [*patchpack_command(), "extract", "--params", str(params), "--out", str(folder / "out")]
+        )
+        peaks.append(child.peak_rss)
+        seconds.append(child.seconds)
+        shutil.rmtree(folder)
+    return MemoryRow(
+        side=side,
+        file_bytes=slide.stat().st_size,
+        patches=patches,
+        seconds=min(seconds),
+        peak_rss=max(peaks),
+        peak_rss_runs=tuple(peaks),
+    )
+
+
+def timed_extract(params_path: str, out: str) -> None:
+    """Child side of the comparison: print the JSON line ``_peers.py`` describes, for patchpack.
+
+    ``seconds`` is ``extract()`` end to end (catalog and file hash, tissue mask, plan, shards,
+    manifest), imports excluded. ``mask_seconds`` is the time one more tissue mask of each source
+    takes, computed after the extraction (the extraction computed it once, inside ``seconds``).
+
+    Parameters
+    ----------
+    params_path : str
+        The params file from :func:`write_params`.
+    out : str
+        The dataset folder to write.
+    """
+    # extract() imports these lazily, inside the clock; every peer library is imported before its
+    # clock starts, so these are too.
+    import scipy.ndimage  # noqa: F401
+    import skimage.filters  # noqa: F401
+
+    import patchpack
+    from patchpack.dataset.extract import MaskJob, extract, mask_job
+    from patchpack.dataset.sources import catalog
+    from patchpack.params import load_params
+
+    params = load_params(params_path)
+    start = time.perf_counter()
+    manifest = extract(params, out=Path(out))
+    seconds = time.perf_counter() - start
+    _, sources = catalog(params.source.dir, max_megapixels=params.source.max_megapixels)
+    start = time.perf_counter()
+    for source in sources:
+        mask_job(MaskJob(source, params.source.max_megapixels))
+    result = {
+        "tool": "patchpack",
+        "version": patchpack.__version__,
+        "patches": sum(shard.patches for shard in manifest.shards),
+        "seconds": seconds,
+        "mask_seconds": time.perf_counter() - start,
+    }
+    print(json.dumps(result))
+
+
+def patchpack_run(slide: Path, count: int, out: Path) -> list[str]:
+    """The command for one timed patchpack run (``timed_extract`` in a fresh interpreter)."""
+    params = write_params(out.parent, slide.parent.parent, count)
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"from bench_slides import timed_extract; timed_extract({str(params)!r}, {str(out)!r})"
+    )
+    return [sys.executable, "-c", code]
+
+
+def peer_run(python: Path, tool: str, slide: Path, count: int, out: Path) -> list[str]:
+    """The command for one timed run of a peer in its own interpreter (see ``_peers.py``)."""
+    return [
+        str(python),
+        str(PEERS),
+        tool,
+        f"--slide={slide}",
+        f"--out={out}",
+        f"--count={count}",
+        f"--size={PATCH_SIZE}",
+        f"--seed={SEED}",
+        f"--tissue={TISSUE}",
+    ]
+
+
+def measure_tool(
+    label: str, command_for: Callable[[Path], list[str]], slide: Path, work: Path, repeats: int
+) -> ToolRow | None:
+    """Run one tool ``repeats`` times on ``slide``; keep the fastest run and the highest peak RSS.
+
+    Parameters
+    ----------
+    label : str
+        The tool's name in the table.
+    command_for : callable
+        Takes the (not yet existing) output folder, returns the command of one timed run; the
+        command prints the JSON line that ``_peers.py`` describes.
+    slide : Path
+        The slide file, read once before each run so every run starts with it cached.
+    work : Path
+        Scratch folder; each run's output is removed once measured.
+    repeats : int
+        Runs, each in a fresh process.
+
+    Returns
+    -------
+    ToolRow or None
+        None when the tool reported itself skipped (not installed in its interpreter).
+    """
+    runs: list[ToolRow] = []
+    for attempt in range(repeats):
+        out = Path(tempfile.mkdtemp(prefix=f"{label.split()[0]}-{attempt}-", dir=work)) / "out"
+        warm(slide)
+        child = run_child(command_for(out))
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        if "skipped" in result:
+            print(f"{label}: skipped ({result['skipped']})")
+            return None
+        size, allocated = folder_bytes(out)
+        shutil.rmtree(out.parent)
+        runs.append(
+            ToolRow(label=label, bytes=size, allocated=allocated, peak_rss=child.peak_rss, **result)
+        )
+    fastest = min(runs, key=lambda run: run.seconds)
+    return dataclasses.replace(fastest, peak_rss=max(run.peak_rss for run in runs))
+
+
+def compare(sizes: Sizes, args: argparse.Namespace, work: Path) -> list[ToolRow]:
+    """patchpack, histolab and TIAToolbox on the same slide: one row per tool that ran."""
+    slide = slide_file(demo_slide(sizes.compare_side))
+    count = sizes.compare_patches
+    tools: list[tuple[str, Path | None, Callable[[Path], list[str]]]] = [
+        ("patchpack (zstd HDF5)", None, lambda out: patchpack_run(slide, count, out)),
+        (
+            "histolab RandomTiler (PNG)",
+            args.peer_python,
+            lambda out: peer_run(args.peer_python, "histolab", slide, count, out),
+        ),
+        (
+            "TIAToolbox extractor (PNG)",
+            args.tia_python,
+            lambda out: peer_run(args.tia_python, "tiatoolbox", slide, count, out),
+        ),
+    ]
+    rows = []
+    for label, python, command_for in tools:
+        if python is not None and not python.exists():
+            print(f"{label}: skipped (no interpreter at {python}; see the module docstring)")
+            continue
+        row = measure_tool(label, command_for, slide, work, sizes.repeats)
+        if row is not None:
+            rows.append(row)
+    for row in rows:
+        if row.patches != count:
+            print(f"note: {row.label} wrote {row.patches} patches, not {count}")
+    return rows
+
+
+def print_memory(rows: list[MemoryRow]) -> dict[str, float]:
+    """Print the memory table; return the largest/smallest slide ratio and the highest/lowest one."""
+    print(f"{'slide':<16}{'pixels':>10}{'file':>10}{'seconds':>10}{'peak RSS':>11}{'ratio':>8}")
+    for row in rows:
+        print(
+            f"{f'{row.side} x {row.side}':<16}{row.pixels / MB:>7,.0f} MP"
+            f"{row.file_bytes / MB:>7.1f} MB{row.seconds:>10.1f}{row.peak_rss / MB:>8,.0f} MB"
+            f"{row.peak_rss / rows[0].peak_rss:>7.2f}x"
+        )
+    peaks = [row.peak_rss for row in rows]
+    ratios = {
+        "largest_over_smallest": peaks[-1] / peaks[0],
+        "max_over_min": max(peaks) / min(peaks),
+    }
+    print(
+        f"peak RSS, largest slide / smallest ({rows[-1].pixels / rows[0].pixels:.0f}x the pixels): "
+        f"{ratios['largest_over_smallest']:.2f} (target at most 1.2); "
+        f"highest / lowest: {ratios['max_over_min']:.2f}"
+    )
+    return ratios
+
+
+def ratio(value: float, base: float | None, width: int) -> str:
+    """``value / base`` as ``1.23x`` right-aligned in ``width`` characters, or ``-`` without a base."""
+    return f"{value / base:>{width - 1}.2f}x" if base else f"{'-':>{width}}"
+
+
+def print_compare(rows: list[ToolRow]) -> dict[str, float]:
+    """Print the comparison table; return the ratios of patchpack to histolab (empty without both)."""
+    base = next((row for row in rows if row.tool == "histolab"), None)
+    rate = base.rate if base else None
+    after = base.rate_after_mask if base else None
+    size = base.bytes / base.patches if base else None
+    alloc = base.allocated / base.patches if base else None
+    print(
+        f"{'tool':<28}{'patches':>8}{'patches/s':>11}{'speed':>8}{'w/o mask':>10}{'speed':>8}"
+        f"{'bytes/patch':>13}{'size':>7}{'alloc/patch':>13}{'size':>7}{'peak RSS':>11}"
+    )
+    for row in rows:
+        per_patch, alloc_per_patch = row.bytes / row.patches, row.allocated / row.patches
+        print(
+            f"{row.label:<28}{row.patches:>8}{row.rate:>11,.1f}{ratio(row.rate, rate, 8)}"
+            f"{row.rate_after_mask:>10,.1f}{ratio(row.rate_after_mask, after, 8)}"
+            f"{per_patch:>13,.0f}{ratio(per_patch, size, 7)}"
+            f"{alloc_per_patch:>13,.0f}{ratio(alloc_per_patch, alloc, 7)}{row.peak_rss / MB:>8,.0f} MB"
+        )
+    print(
+        "(speed and size are ratios against histolab, measured in this run; 'w/o mask' leaves out "
+        "the slide-level tissue mask each tool computes once; "
+        + ", ".join(f"{row.tool} {row.version}" for row in rows)
+        + ")"
+    )
+    ours = next((row for row in rows if row.tool == "patchpack"), None)
+    if base is None or ours is None:
+        return {}
+    return {
+        "speed": ours.rate / base.rate,
+        "speed_without_mask": ours.rate_after_mask / base.rate_after_mask,
+        "bytes": ours.bytes / ours.patches / (base.bytes / base.patches),
+        "allocated": ours.allocated / ours.patches / (base.allocated / base.patches),
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny slides: a smoke test")
+    parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
+    parser.add_argument(
+        "--peer-python",
+        type=Path,
+        default=CACHE / "venv-peers" / "bin" / "python",
+        help="interpreter with histolab, openslide-python and openslide-bin (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tia-python",
+        type=Path,
+        default=CACHE / "venv-tia" / "bin" / "python",
+        help="interpreter with tiatoolbox; it needs numpy 2, histolab numpy <= 1.24 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="runs per measurement (default 2, 1 with --quick)"
+    )
+    parser.add_argument(
+        "--sides",
+        type=int,
+        nargs="+",
+        help="slide sides for the memory table, pixels (default 5120 10240 20480)",
+    )
+    return parser.parse_args()
+
+
+def chosen_sizes(args: argparse.Namespace) -> Sizes:
+    """The run's sizes: ``--quick`` or the full run, with ``--repeats`` and ``--sides`` applied."""
+    sizes = QUICK if args.quick else FULL
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise SystemExit(f"--repeats must be at least 1 (received {args.repeats})")
+        sizes = dataclasses.replace(sizes, repeats=args.repeats)
+    if args.sides:
+        if min(args.sides) < 1536 or len(args.sides) < 2:
+            raise SystemExit(
+                f"--sides needs two or more sides of at least 1536 (received {args.sides})"
+            )
+        sizes = dataclasses.replace(sizes, sides=tuple(sorted(args.sides)))
+    return sizes
+
+
+def main() -> None:
+    """Measure both tables, print them and, with ``--json``, write the measurements."""
+    args = parse_args()
+    sizes = chosen_sizes(args)
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    CACHE.mkdir(exist_ok=True)
+    sources = [demo_slide(side) for side in sizes.sides]
+    with tempfile.TemporaryDirectory(prefix="bench-slides-", dir=CACHE) as scratch:
+        work = Path(scratch)
+        memory = [memory_row(s, sizes.memory_patches, work, sizes.repeats) for s in sources]
+        rows = compare(sizes, args, work)
+    print(
+        f"\n1. peak memory of `patchpack extract`: {sizes.memory_patches} random "
+        f"{PATCH_SIZE}x{PATCH_SIZE}x3 tissue patches at level 0 from each demo slide "
+        f"(highest of {sizes.repeats} runs)"
+    )
+    memory_ratios = print_memory(memory)
+    print(
+        f"\n2. {sizes.compare_patches} random {PATCH_SIZE}x{PATCH_SIZE} tissue patches (at least "
+        f"{TISSUE:.0%} tissue) at level 0 of the {sizes.compare_side} x {sizes.compare_side} slide "
+        f"(fastest of {sizes.repeats} runs)"
+    )
+    compare_ratios = print_compare(rows)
+    total, load_after = time.perf_counter() - started, os.getloadavg()[0]
+    # Other processes on the machine slow every tool alike but add noise: say how busy it was.
+    print(
+        f"\nbenchmark took {total:.0f} s; load average {load_before:.1f} at the start, "
+        f"{load_after:.1f} at the end, on {os.cpu_count()} cores"
+    )
+    if args.json:
+        report = {
+            "sizes": dataclasses.asdict(sizes),
+            "memory": [dataclasses.asdict(row) for row in memory],
+            "memory_ratios": memory_ratios,
+            "compare": [dataclasses.asdict(row) for row in rows],
+            "compare_ratios": compare_ratios,
+            "seconds": total,
+            "load_average": [load_before, load_after],
+            "cpu_count": os.cpu_count(),
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Tissue detection: which parts of a slide hold something worth a patch (``extract.roi: tissue``).
+
+The mask is a pure function of pixels, computed from one low-resolution view of the source:
+
+1. the view: the smallest pyramid level whose longer side is at least ``MASK_SIDE`` pixels (or the
+   whole image, averaged over square blocks of ``factor`` pixels, for single-level images);
+2. a score per pixel: the larger of its saturation (``(max - min) / max`` of RGB, in 0..255) and its
+   darkness (``255 - max``): glass and paper are bright and unsaturated, stained tissue is
+   saturated, and unstained or grayscale tissue is darker than the background;
+3. Otsu's threshold on that score (scikit-image), then a small clean-up (SciPy): a binary opening
+   with a disk of radius 1 and the removal of connected pieces smaller than ``MIN_PIECE`` pixels.
+
+A candidate patch is accepted when at least ``extract.min_roi_fraction`` of its footprint lies in the
+mask; the fraction is read from a summed-area table, so checking a candidate costs four lookups.
+Each mask is saved as a PNG in the dataset (``roi/<digest>.png``) and hashed in the manifest.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from patchpack.dataset.readers import Reader
+from patchpack.errors import SourceError
+
+MASK_SIDE = 1024
+MIN_PIECE = 16
+
+
+@dataclass(frozen=True)
+class Roi:
+    """What the plan needs of a source's region of interest: the mask (as its PNG) and the rule.
+
+    Hashable and small, so plans that carry it can be compared, cached and sent to workers.
+    """
+
+    png: bytes
+    downsample: float  # level-0 pixels per mask pixel
+    min_fraction: float
+
+    def keep(
+        self, ys: np.ndarray, xs: np.ndarray, size: int, level_downsample: float
+    ) -> np.ndarray:
+        """Which candidates (level corners ``ys``, ``xs`` of side ``size``) lie enough in the ROI."""
+        table = _table(self.png)
+        scale = level_downsample
+        inside = fractions(table, self.downsample, ys * scale, xs * scale, size * scale)
+        kept: np.ndarray = inside >= self.min_fraction
+        return kept
+
+
+@functools.lru_cache(maxsize=8)
+def _table(png: bytes) -> np.ndarray:
+    return RoiMask.from_png(png, 1.0).table()
+
+
+@dataclass(frozen=True)
+class RoiMask:
+    """A boolean mask over a source and how many level-0 pixels one mask pixel spans."""
+
+    mask: np.ndarray
+    downsample: float
+
+    def table(self) -> np.ndarray:
+        """The summed-area table, shape (height + 1, width + 1), int64."""
+        table = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), np.int64)
+        table[1:, 1:] = self.mask.astype(np.int64).cumsum(0).cumsum(1)
+        return table
+
+    def png(self) -> bytes:
+        """The mask as a 1-bit PNG (bytes depend only on the mask)."""
+        buffer = io.BytesIO()
+        Image.fromarray(self.mask).convert("1").save(buffer, format="PNG", optimize=False)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_png(cls, data: bytes, downsample: float) -> RoiMask:
+        with Image.open(io.BytesIO(data)) as image:
+            return cls(np.asarray(image.convert("L")) > 0, downsample)
+
+
+def fractions(
+    table: np.ndarray,
+    mask_downsample: float,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    size: float,
+) -> np.ndarray:
+    """The fraction of each footprint that lies in the mask.
+
+    ``ys``, ``xs`` are level-0 top-left corners and ``size`` the footprint's side in level-0 pixels.
+    """
+    height, width = table.shape[0] - 1, table.shape[1] - 1
+    y0 = np.clip(np.floor(ys / mask_downsample).astype(np.int64), 0, height)
+    x0 = np.clip(np.floor(xs / mask_downsample).astype(np.int64), 0, width)
+    y1 = np.clip(np.ceil((ys + size) / mask_downsample).astype(np.int64), 0, height)
+    x1 = np.clip(np.ceil((xs + size) / mask_downsample).astype(np.int64), 0, width)
+    inside = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    area = np.maximum((y1 - y0) * (x1 - x0), 1)
+    result: np.ndarray = inside / area
+    return result
+
+
+def low_resolution_view(reader: Reader) -> tuple[np.ndarray, float]:
+    """The view the mask is computed from, (height, width, channels) uint8, and its downsample.
+
+    The smallest level at least ``MASK_SIDE`` pixels on its longer side (or level 0), averaged over
+    square blocks when it is more than twice that, so the mask's size does not grow with the slide's.
+    """
+    index = next(
+        (i for i in range(len(reader.levels) - 1, 0, -1)
+         if max(reader.levels[i].height, reader.levels[i].width) >= MASK_SIDE),
+        0,
+    )  # fmt: skip
+    level = reader.levels[index]
+    factor = max(1, max(level.height, level.width) // MASK_SIDE)
+    if factor == 1:
+        return reader.read(index, 0, 0, level.height, level.width), level.downsample
+    return _strips(reader, index, factor), float(factor) * level.downsample
+
+
+def _strips(reader: Reader, index: int, factor: int) -> np.ndarray:
+    """Level ``index`` averaged over ``factor`` x ``factor`` blocks, read a strip of rows at a time."""
+    level = reader.levels[index]
+    rows = max(factor, (8 * 2**20 // max(1, level.width * 3)) // factor * factor)
+    usable = (level.height // factor) * factor
+    parts = [
+        _block_mean(reader.read(index, top, 0, min(rows, usable - top), level.width), factor)
+        for top in range(0, usable, rows)
+    ]
+    return np.concatenate(parts)
+
+
+def _block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
+    height, width = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
+    blocks = pixels[:height, :width].reshape(height // factor, factor, width // factor, factor, -1)
+    mean: np.ndarray = blocks.mean(axis=(1, 3), dtype=np.float64)
+    return np.round(mean).astype(np.uint8)
+
+
+def tissue_mask(pixels: np.ndarray, where: str) -> np.ndarray:
+    """Otsu on the larger of saturation and darkness, then a small clean-up; boolean (h, w)."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    rgb = pixels.astype(np.int32)
+    high, low = rgb.max(axis=2), rgb.min(axis=2)
+    saturation = np.where(high > 0, (high - low) * 255 // np.maximum(high, 1), 0)
+    score = np.maximum(saturation, 255 - high)
+    if score.min() == score.max():
+        raise SourceError(
+            f"{where}: the image is uniform, so no tissue can be told from background; remove it or "
+            f"use extract.roi: all"
+        )
+    threshold = threshold_otsu(score.astype(np.uint8))
+    cross = ndimage.generate_binary_structure(2, 1)  # a disk of radius 1
+    mask = ndimage.binary_opening(score > threshold, structure=cross)
+    pieces, count = ndimage.label(mask, structure=cross)
+    sizes = np.bincount(pieces.ravel(), minlength=count + 1)
+    keep = sizes >= MIN_PIECE
+    keep[0] = False  # the background
+    cleaned: np.ndarray = keep[pieces]
+    return cleaned
