@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from patchpack.dataset.extract import Job, build_shard, extract
+from patchpack.dataset.extract import extract
 from patchpack.dataset.io import file_sha256
 from patchpack.dataset.plan import cut_shards, plan_images, split_counts
 from patchpack.dataset.shards import ShardData, write_shard
 from patchpack.dataset.sources import catalog, export_demo
+from patchpack.dataset.work import Job, build_shard
 from patchpack.params import SPLITS, Params, params_from_dict
 
 

@@ -162,7 +162,7 @@ def test_killed_run_is_rejected_and_the_next_run_finishes(tmp_path: Path) -> Non
 def test_staged_shards_are_reused(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import patchpack.dataset.extract as module
+    import patchpack.dataset.work as module
 
     calls: list[str] = []
     original = module.build_shard

@@ -21,7 +21,7 @@ import pytest
 from patchpack.audit.info import info
 from patchpack.audit.verify import verify
 from patchpack.dataset import extract as extract_module
-from patchpack.dataset import output, shards
+from patchpack.dataset import output, shards, work
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
 from patchpack.dataset.output import DatasetChanged, exclusive_writer
@@ -212,7 +212,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_dataset(
     def full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(shards, "write_bytes_atomic", full)
+    monkeypatch.setattr(work, "write_bytes_atomic", full)
     with pytest.raises(OutputError, match="no space left on the device; free space"):
         extract(small_params(project / "images", extract={"per_image": 40}), out=project / "out")
     assert file_digests(project / "out") == before

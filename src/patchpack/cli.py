@@ -38,9 +38,17 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from patchpack.dataset.extract import extract
+    from patchpack.dataset.extract import Engine, extract
 
-    manifest = extract(_params(args), out=Path(args.out), workers=args.workers)
+    _log_progress()
+    engine = Engine(
+        workers=args.workers,
+        cluster=args.cluster,
+        scheduler=args.scheduler,
+        gather=args.gather,
+        accept_env=args.accept_env,
+    )
+    manifest = extract(_params(args), out=Path(args.out), engine=engine)
     print(
         f"wrote {len(manifest.shards)} shards, "
         f"{sum(s.patches for s in manifest.shards)} patches to {args.out} "
@@ -233,6 +241,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=str(DEFAULT_DATA), help="dataset folder (default: data/patches)"
     )
     sub.add_argument("--workers", type=_positive_int, default=1, help="processes writing shards")
+    sub.add_argument(
+        "--cluster", metavar="local:N", help="a Dask LocalCluster of N worker processes"
+    )
+    sub.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786"
+    )
+    sub.add_argument(
+        "--gather",
+        action="store_true",
+        help="workers return shard bytes and this process writes them (no shared file system)",
+    )
+    sub.add_argument(
+        "--accept-env",
+        action="store_true",
+        help="accept Dask workers whose environment envelope differs (pixels may be stored in other bytes)",
+    )
 
     sub = verb(
         "verify", cmd_verify, "check every shard against the manifest and audit split leakage"

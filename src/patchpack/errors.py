@@ -38,3 +38,7 @@ class ModelError(PatchpackError):
 
 class OutputError(PatchpackError):
     """The output cannot be written: another writer holds it, no space, no permission, a size limit."""
+
+
+class ClusterError(PatchpackError):
+    """A Dask cluster cannot be used: unreachable, gone, or a worker in another environment."""

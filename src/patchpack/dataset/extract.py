@@ -9,55 +9,44 @@ run with the same plan reuses the complete shards it finds in staging.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import hashlib
-import multiprocessing
+import logging
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-import numpy as np
 from tqdm import tqdm
 
+from patchpack.dataset.executors import DaskExecutor, Executor, open_executor
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
-from patchpack.dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry, SplitCount
+from patchpack.dataset.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    SplitCount,
+    current_environment,
+)
 from patchpack.dataset.output import (
     describe_write_error,
     exclusive_writer,
-    ignore_file_size_signal,
     recover,
     remove_leftovers,
     swap_in,
 )
-from patchpack.dataset.plan import (
-    ImagePlan,
-    ShardSpec,
-    cut_shards,
-    plan_images,
-    sample_image,
-    split_counts,
-)
-from patchpack.dataset.readers import Reader
-from patchpack.dataset.shards import FORMAT_VERSION, SHARD_GLOB, ShardData, read_shard, write_shard
-from patchpack.dataset.sources import (
-    SourceImage,
-    SourceRecord,
-    catalog,
-    load_pixels,
-    reader_for,
-)
-from patchpack.dataset.tissue import Roi, RoiMask, low_resolution_view, tissue_mask
-from patchpack.errors import IntegrityError, OutputError, SourceError
+from patchpack.dataset.plan import ImagePlan, ShardSpec, cut_shards, plan_images, split_counts
+from patchpack.dataset.shards import FORMAT_VERSION, SHARD_GLOB
+from patchpack.dataset.sources import SourceImage, SourceRecord, catalog
+from patchpack.dataset.tissue import Roi
+from patchpack.dataset.work import Job, MaskJob, Result, mask_job, plan_tasks, run_task
+from patchpack.errors import OutputError
 from patchpack.params import SPLITS, Params
 
-T = TypeVar("T")
-R = TypeVar("R")
 ROI_FOLDER = "roi"
+logger = logging.getLogger(__name__)
 
 # This folder holds exactly the code that decides a dataset's bytes (dvc.yaml's extract stage depends
 # on it too): a change to any module in it invalidates staged shards.
@@ -65,18 +54,39 @@ PACKAGE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
-class Job:
-    """What one worker needs to write one shard: picklable, small."""
+class Engine:
+    """Where the work runs (see :mod:`patchpack.dataset.executors`); the default is this machine.
 
-    spec: ShardSpec
-    plans: Mapping[int, ImagePlan]
-    params: Params
-    class_names: tuple[str, ...]
+    ``workers`` local processes, or ``cluster="local:N"`` (a Dask LocalCluster), or ``scheduler`` (the
+    address of a running Dask scheduler). ``gather`` has workers return shard bytes for this process
+    to write (no shared file system needed); ``accept_env`` accepts workers whose environment
+    envelope differs from this machine's.
+    """
+
+    workers: int = 1
+    cluster: str | None = None
+    scheduler: str | None = None
+    gather: bool = False
+    accept_env: bool = False
+
+
+@dataclass(frozen=True)
+class _Planned:
+    class_names: list[str]
+    sources: list[SourceImage]
     staging: Path
+    rois: dict[str, tuple[Roi, SourceRecord]]
+    counts: list[dict[str, int]]
+    jobs: list[Job]
 
 
-def extract(params: Params, *, out: Path, workers: int = 1) -> Manifest:
+def extract(
+    params: Params, *, out: Path, workers: int = 1, engine: Engine | None = None
+) -> Manifest:
     """Extract the dataset that ``params`` describes into ``out`` and return its manifest.
+
+    ``workers`` is a shorthand for ``Engine(workers=...)``; the result is the same bytes whatever
+    runs it.
 
     Raises
     ------
@@ -85,70 +95,121 @@ def extract(params: Params, *, out: Path, workers: int = 1) -> Manifest:
     OutputError
         When another extract is writing ``out``, or ``out`` cannot be written (permissions, full
         disk, file size limit); the previous dataset at ``out`` stays intact.
+    ClusterError
+        When the Dask cluster cannot be reached, goes away, or has a worker in another environment.
     """
+    engine = engine or Engine(workers=workers)
     shown = Path(out)
     out = _check_output(shown, Path(params.source.dir))
     with exclusive_writer(out, shown=shown):
         recover(out)
         _check_replaceable(out, shown)
         remove_leftovers(out)
-        class_names, sources = catalog(
-            params.source.dir,
-            max_megapixels=params.source.max_megapixels,
-            level=params.source.level,
-            mpp=params.source.mpp,
+        executor = open_executor(
+            workers=engine.workers, cluster=engine.cluster, scheduler=engine.scheduler
         )
-        staging = out.with_name(
-            f".{out.name}.partial-{plan_digest(params, class_names, sources)[:16]}"
-        )
-        with _writing(out):
-            for stale in out.parent.glob(f".{out.name}.partial-*"):
-                if stale != staging:
-                    shutil.rmtree(stale, ignore_errors=True)
-            rois = _regions_of_interest(sources, params, staging, workers)
-        plans = plan_images(
-            sources,
-            seed=params.seed,
-            extract=params.extract,
-            split=params.split,
-            rois={source_id: roi for source_id, (roi, _) in rois.items()},
-        )
-        counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
-        specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
-        _check_free_space(out, sum(spec.patches for spec in specs), params)
-        staging = out.with_name(
-            f".{out.name}.partial-{plan_digest(params, class_names, sources)[:16]}"
-        )
-        jobs = [
-            Job(
-                spec=spec,
-                plans={piece.image: plans[piece.image] for piece in spec.pieces},
-                params=params,
-                class_names=tuple(class_names),
-                staging=staging,
-            )
-            for spec in specs
-        ]
-        with _writing(out):
-            entries = list(_progress(_run(jobs, workers), len(jobs)))
-            manifest = Manifest.create(
-                class_names=class_names,
-                params=params.dataset,
-                sources=[_record(source, rois.get(source.id)) for source in sources],
-                counts=_counts(sources, counts, class_names),
-                shards=entries,
-            )
-            keep = {entry.path for entry in entries} | {record.roi for _, record in rois.values()}
-            _remove_strays(staging, {path for path in keep if path})
-            manifest.write(staging)
-            swap_in(staging, out)
+        try:
+            if isinstance(executor, DaskExecutor):
+                for note in executor.check_environment(
+                    current_environment(), accept=engine.accept_env
+                ):
+                    logger.warning("%s", note)
+            planned = _plan(params, out, executor, engine)
+            manifest = _write(params, out, executor, engine, planned)
+        finally:
+            executor.close()
     return dataclasses.replace(manifest, folder=out)
 
 
-def _progress(entries: Iterator[ShardEntry], total: int) -> Iterator[ShardEntry]:
-    return iter(
-        tqdm(entries, total=total, desc="extract", unit="shard", disable=not sys.stderr.isatty())
+def _plan(params: Params, out: Path, executor: Executor | DaskExecutor, engine: Engine) -> _Planned:
+    """Catalog, tissue masks, plan and shard jobs: everything decided before a shard is built."""
+    class_names, sources = catalog(
+        params.source.dir,
+        max_megapixels=params.source.max_megapixels,
+        level=params.source.level,
+        mpp=params.source.mpp,
     )
+    staging = out.with_name(f".{out.name}.partial-{plan_digest(params, class_names, sources)[:16]}")
+    with _writing(out):
+        for stale in out.parent.glob(f".{out.name}.partial-*"):
+            if stale != staging:
+                shutil.rmtree(stale, ignore_errors=True)
+        rois = _regions_of_interest(sources, params, staging, executor)
+    plans = plan_images(
+        sources,
+        seed=params.seed,
+        extract=params.extract,
+        split=params.split,
+        rois={source_id: roi for source_id, (roi, _) in rois.items()},
+    )
+    counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
+    specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
+    _check_free_space(out, sum(spec.patches for spec in specs), params)
+    jobs = [_job(spec, plans, params, class_names, staging, engine.gather) for spec in specs]
+    return _Planned(class_names, sources, staging, rois, counts, jobs)
+
+
+def _job(
+    spec: ShardSpec,
+    plans: list[ImagePlan],
+    params: Params,
+    class_names: list[str],
+    staging: Path,
+    gather: bool,
+) -> Job:
+    return Job(
+        spec=spec,
+        plans={piece.image: plans[piece.image] for piece in spec.pieces},
+        params=params,
+        class_names=tuple(class_names),
+        staging=staging,
+        gather=gather,
+    )
+
+
+def _write(
+    params: Params, out: Path, executor: Executor | DaskExecutor, engine: Engine, planned: _Planned
+) -> Manifest:
+    """Build every shard, write the manifest last, swap the staging folder in."""
+    staging = planned.staging
+    with _writing(out):
+        entries = _run(planned.jobs, executor, _parallelism(executor, engine), staging)
+        manifest = Manifest.create(
+            class_names=planned.class_names,
+            params=params.dataset,
+            sources=[_record(s, planned.rois.get(s.id)) for s in planned.sources],
+            counts=_counts(planned.sources, planned.counts, planned.class_names),
+            shards=entries,
+        )
+        keep = {e.path for e in entries} | {record.roi for _, record in planned.rois.values()}
+        _remove_strays(staging, {path for path in keep if path})
+        manifest.write(staging)
+        swap_in(staging, out)
+    return manifest
+
+
+def _parallelism(executor: Executor | DaskExecutor, engine: Engine) -> int:
+    if isinstance(executor, DaskExecutor):
+        return max(1, len(executor.client.scheduler_info().get("workers", {})))
+    return engine.workers
+
+
+def _run(
+    jobs: list[Job], executor: Executor | DaskExecutor, parallelism: int, staging: Path
+) -> list[ShardEntry]:
+    """Run the jobs as tasks; write gathered shard bytes here; entries in canonical order."""
+    tasks = plan_tasks(jobs, parallelism)
+    results: list[Result] = []
+    with tqdm(
+        total=len(jobs), desc="extract", unit="shard", disable=not sys.stderr.isatty()
+    ) as bar:
+        for done in executor.map(run_task, tasks):
+            for index, entry, image in done:
+                if image is not None:  # gathered: this process writes what the worker built
+                    write_bytes_atomic(staging / entry.path, image)
+                results.append((index, entry, None))
+            bar.update(len(done))
+    return [entry for _, entry, _ in sorted(results, key=lambda result: result[0])]
 
 
 def _check_output(out: Path, source: Path) -> Path:
@@ -215,54 +276,15 @@ def plan_digest(params: Params, class_names: list[str], sources: list[SourceImag
     return digest.hexdigest()
 
 
-def _run(jobs: list[Job], workers: int) -> Iterator[ShardEntry]:
-    try:
-        yield from _map(write_job, jobs, workers)
-    finally:
-        release_pixels()
-
-
-def _map(function: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
-    """``function`` over ``items`` in order, in ``workers`` processes (results in input order)."""
-    if workers <= 1 or len(items) <= 1:
-        yield from map(function, items)
-        return
-    # spawn, not fork: forked children would inherit HDF5's library state from the parent
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(min(workers, len(items)), initializer=ignore_file_size_signal) as pool:
-        yield from pool.imap(function, items, chunksize=1)
-
-
-@dataclass(frozen=True)
-class MaskJob:
-    """What one worker needs to compute one source's tissue mask."""
-
-    source: SourceImage
-    max_megapixels: float
-
-
-def mask_job(job: MaskJob) -> tuple[bytes, float]:
-    """The tissue mask of one source as PNG bytes, and how many level-0 pixels a mask pixel spans."""
-    with reader_for(job.source, 3, job.max_megapixels) as reader:
-        view, downsample = low_resolution_view(reader)
-    mask = tissue_mask(view, str(job.source.path))
-    if not mask.any():
-        raise SourceError(
-            f"{job.source.path}: no tissue found (Otsu threshold on a {view.shape[1]}x{view.shape[0]} "
-            f"view); remove the image or use extract.roi: all"
-        )
-    return RoiMask(mask, downsample).png(), downsample
-
-
 def _regions_of_interest(
-    sources: list[SourceImage], params: Params, staging: Path, workers: int
+    sources: list[SourceImage], params: Params, staging: Path, executor: Executor | DaskExecutor
 ) -> dict[str, tuple[Roi, SourceRecord]]:
     """With ``extract.roi: tissue``, each source's mask, written to ``staging/roi/``, and its record."""
     if params.extract.roi != "tissue":
         return {}
     jobs = [MaskJob(source, params.source.max_megapixels) for source in sources]
     result = {}
-    for source, (png, downsample) in zip(sources, _map(mask_job, jobs, workers), strict=True):
+    for source, (png, downsample) in zip(sources, executor.map(mask_job, jobs), strict=True):
         relative = f"{ROI_FOLDER}/{hashlib.sha256(source.id.encode()).hexdigest()[:16]}.png"
         write_bytes_atomic(staging / relative, png)
         record = dataclasses.replace(
@@ -277,176 +299,6 @@ def _regions_of_interest(
 
 def _record(source: SourceImage, roi: tuple[Roi, SourceRecord] | None) -> SourceRecord:
     return roi[1] if roi is not None else source.record()
-
-
-def write_job(job: Job) -> ShardEntry:
-    """Write (or reuse, when a complete one is staged) one shard; return its manifest entry."""
-    path = job.staging / job.spec.path
-    if path.exists():
-        try:
-            data = read_shard(path)
-        except IntegrityError:
-            path.unlink()
-        else:
-            if len(data) == job.spec.patches:
-                return ShardEntry.of(job.spec.path, job.spec.split, path, data)
-            path.unlink()
-    data = build_shard(job)
-    shards = job.params.shards
-    write_shard(
-        path,
-        data,
-        chunk_patches=shards.chunk_patches,
-        compression=shards.compression,
-        level=shards.level,
-    )
-    return ShardEntry.of(job.spec.path, job.spec.split, path, data)
-
-
-def build_shard(job: Job) -> ShardData:
-    """Read the pixels of one shard's sources and cut its patches, in canonical row order.
-
-    The patches are written straight into one array of the shard's size, so a shard is held once.
-    """
-    params = job.params
-    size = params.extract.patch_size
-    split = job.spec.split
-    images = np.empty((job.spec.patches, size, size, params.source.channels), np.uint8)
-    sources: list[str] = []
-    labels, source_index, patch_index, coords, levels = [], [], [], [], []
-    row = 0
-    for piece in job.spec.pieces:
-        plan = job.plans[piece.image]
-        pixels = _pixels(plan.source, params.source.channels, params.source.max_megapixels)
-        index, xy = _rows(plan, split, params, pixels)
-        index, xy = index[piece.start : piece.stop], xy[piece.start : piece.stop]
-        n = len(index)
-        _cut_into(images[row : row + n], pixels, xy, size)
-        row += n
-        if not sources or sources[-1] != plan.source.id:
-            sources.append(plan.source.id)
-        labels.append(np.full(n, plan.source.label, np.int32))
-        source_index.append(np.full(n, len(sources) - 1, np.int32))
-        patch_index.append(index)
-        coords.append(np.round(xy.astype(np.float64) * plan.source.size.downsample))
-        levels.append(np.full(n, plan.source.level, np.int32))
-    return ShardData(
-        images=images,
-        labels=np.concatenate(labels),
-        sources=tuple(sources),
-        source_index=np.concatenate(source_index),
-        patch_index=np.concatenate(patch_index).astype(np.int32),
-        coords=np.concatenate(coords).astype(np.int32),
-        attrs={
-            "channels": params.source.channels,
-            "class_names": manifest_json(list(job.class_names)).strip(),
-            "format_version": FORMAT_VERSION,
-            "patch_size": size,
-            "split": split,
-        },
-        levels=np.concatenate(levels),
-    )
-
-
-class Windows:
-    """Windowed access to the sampled level of a source too large to decode whole.
-
-    The windows read while checking candidates are kept (up to ``KEEP_BYTES``), since the candidates
-    that pass are the patches cut next: most patches are then decoded once.
-    """
-
-    KEEP_BYTES = 64 * 2**20
-
-    def __init__(self, reader: Reader, level: int) -> None:
-        self.reader = reader
-        self.level = level
-        self._kept: collections.OrderedDict[tuple[int, int, int], np.ndarray] = (
-            collections.OrderedDict()
-        )
-        self._bytes = 0
-
-    def window(self, y: int, x: int, size: int) -> np.ndarray:
-        key = (int(y), int(x), size)
-        found = self._kept.pop(key, None)
-        if found is not None:
-            self._bytes -= found.nbytes
-            return found
-        window = self.reader.read(self.level, key[0], key[1], size, size)
-        self._kept[key] = window
-        self._bytes += window.nbytes
-        while self._bytes > self.KEEP_BYTES:
-            self._bytes -= self._kept.popitem(last=False)[1].nbytes
-        return window
-
-    def stds(self, ys: np.ndarray, xs: np.ndarray, size: int) -> np.ndarray:
-        """Pixel standard deviation of each candidate window (read, decoded, then dropped)."""
-        return np.array(
-            [
-                self.window(y, x, size).reshape(1, -1).std(axis=1)[0]
-                for y, x in zip(ys, xs, strict=True)
-            ]
-        )
-
-
-def _cut_into(target: np.ndarray, pixels: np.ndarray | Windows, xy: np.ndarray, size: int) -> None:
-    """Write the patches at level corners ``xy`` into ``target``, shape (n, size, size, channels)."""
-    if isinstance(pixels, Windows):
-        for row, (y, x) in enumerate(xy):
-            target[row] = pixels.window(y, x, size)
-        return
-    windows = np.lib.stride_tricks.sliding_window_view(pixels, (size, size), axis=(0, 1))
-    target[...] = windows[xy[:, 0], xy[:, 1]].transpose(0, 2, 3, 1)
-
-
-def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.ndarray | Windows:
-    """Pixels, kept for the next shard (consecutive shards usually share an image): a small image
-    decoded whole, or windowed access to a large one."""
-    key = (source, channels, max_megapixels)
-    if _PIXELS.get("key") != key:
-        release_pixels()
-        if source.backend != "pillow":
-            value: np.ndarray | Windows = Windows(
-                reader_for(source, channels, max_megapixels), source.level
-            )
-        else:
-            value = load_pixels(source, channels, max_megapixels)
-            value.flags.writeable = False
-        _PIXELS.update(key=key, value=value)
-    kept: np.ndarray | Windows = _PIXELS["value"]
-    return kept
-
-
-def release_pixels() -> None:
-    """Forget the kept pixels and close the file a windowed source holds open."""
-    value = _PIXELS.pop("value", None)
-    _PIXELS.pop("key", None)
-    if isinstance(value, Windows):
-        value.reader.close()
-
-
-_PIXELS: dict[str, Any] = {}
-
-
-def _rows(
-    plan: ImagePlan, split: str, params: Params, pixels: np.ndarray | Windows
-) -> tuple[np.ndarray, np.ndarray]:
-    """One image's (patch_index, coords) in one split; cached while its shards are being written."""
-    key = (plan, split, params.seed, params.extract, params.split, params.source.channels)
-    if _ROWS_CACHE.get("key") != key:
-        _ROWS_CACHE["key"] = key
-        _ROWS_CACHE["rows"] = sample_image(
-            plan,
-            seed=params.seed,
-            extract=params.extract,
-            split=params.split,
-            pixels=pixels,
-            only=split,
-        )[split]
-    rows: tuple[np.ndarray, np.ndarray] = _ROWS_CACHE["rows"]
-    return rows
-
-
-_ROWS_CACHE: dict[str, Any] = {}
 
 
 def _counts(

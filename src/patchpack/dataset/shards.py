@@ -258,7 +258,12 @@ def shard_bytes(data: ShardData, *, chunk_patches: int, compression: str, level:
     """
     options = compression_options(compression, level)
     name = f"patchpack-shard-{os.getpid()}-{next(_memory_files)}.h5"
-    with h5py.File(name, "w", driver="core", backing_store=False) as h5:
+    # No chunk cache: every chunk is compressed and placed the moment it is written, so the file's
+    # layout cannot depend on the process's cache settings or memory (seen once in a Dask worker,
+    # where chunks held in the cache were placed after the small datasets, in other bytes).
+    with h5py.File(
+        name, "w", driver="core", backing_store=False, rdcc_nbytes=0, rdcc_nslots=1, rdcc_w0=1.0
+    ) as h5:
         for key in sorted(data.attrs):
             h5.attrs[key] = data.attrs[key]
         n = len(data)

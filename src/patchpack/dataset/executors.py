@@ -1,0 +1,168 @@
+"""Where shard tasks run: in this process, in a local process pool, or on a Dask cluster.
+
+The plan fixes every shard's full content before any work starts, so an executor only runs
+independent tasks and hands their results back in submission order; nothing it does can change a
+byte. One small interface, three implementations:
+
+* :class:`Serial`: this process (``--workers 1``);
+* :class:`ProcessPool`: ``--workers N`` spawned processes, started at once so their imports overlap
+  with the planning;
+* :class:`DaskExecutor`: ``--cluster local:N`` (a ``distributed.LocalCluster`` of N worker processes)
+  or ``--scheduler ADDRESS`` (a running scheduler: SSH, SLURM through dask-jobqueue ...), through
+  ``Client.get_executor()``. Before any task runs, every worker reports the environment envelope the
+  manifest records, and a worker whose envelope differs from this machine's is refused (unless the
+  difference is explicitly accepted); a task lost with a worker is retried, which is safe because a
+  task's output depends on its inputs only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
+
+from patchpack.dataset.output import ignore_file_size_signal
+from patchpack.errors import ClusterError
+
+T = TypeVar("T")
+R = TypeVar("R")
+RETRIES = 3
+
+
+class Executor(Protocol):
+    """Runs ``function`` over ``items``; results come back in the order of ``items``."""
+
+    def map(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]: ...
+
+    def close(self) -> None: ...
+
+
+class Serial:
+    """Every task in this process, in order."""
+
+    def map(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
+        return map(function, items)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class ProcessPool:
+    """``workers`` spawned processes, started when the pool is made (so they warm up meanwhile)."""
+
+    def __init__(self, workers: int) -> None:
+        # spawn, not fork: forked children would inherit HDF5's library state from the parent
+        context = multiprocessing.get_context("spawn")
+        self._pool = context.Pool(workers, initializer=ignore_file_size_signal)
+
+    def map(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
+        return self._pool.imap(function, items, chunksize=1)
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+
+class DaskExecutor:
+    """Tasks on a Dask cluster; refuses workers whose environment differs from this machine's."""
+
+    def __init__(self, client: Any, cluster: Any = None) -> None:
+        self.client = client
+        self._cluster = cluster
+        self._executor = client.get_executor(retries=RETRIES, pure=False)
+
+    def map(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
+        try:
+            yield from self._executor.map(function, items)
+        except (OSError, TimeoutError) as exc:  # the scheduler or every worker went away
+            raise ClusterError(
+                f"the Dask cluster went away during the run ({type(exc).__name__}: {exc}); "
+                f"nothing was written at the output: start the cluster again and rerun"
+            ) from exc
+
+    def check_environment(self, local: Mapping[str, str], *, accept: bool) -> list[str]:
+        """Compare every worker's environment envelope with ``local``.
+
+        Returns the differences as notes when ``accept``; otherwise raises :class:`ClusterError` on
+        the first one, naming the worker and the package.
+        """
+        from patchpack.dataset.manifest import current_environment
+
+        reports = self.client.run(current_environment)
+        if not reports:
+            raise ClusterError("the Dask cluster has no workers; start some and rerun")
+        notes = []
+        for worker in sorted(reports):
+            for package in sorted(set(local) | set(reports[worker])):
+                theirs, ours = reports[worker].get(package), local.get(package)
+                if theirs == ours:
+                    continue
+                line = f"worker {worker} has {package} {theirs}, this machine {ours}"
+                if not accept:
+                    raise ClusterError(
+                        f"{line}: install the same versions on every node (pip install -c "
+                        f"constraints.txt), or pass --accept-env to accept workers whose pixels "
+                        f"may be stored in other bytes"
+                    )
+                notes.append(line)
+        return notes
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def parse_cluster(text: str) -> int:
+    """``local:N`` -> N (the number of worker processes of a LocalCluster)."""
+    kind, _, count = text.partition(":")
+    if kind != "local" or not count.isdigit() or int(count) < 1:
+        raise ClusterError(
+            f"--cluster {text!r}: expected local:N with N worker processes (e.g. local:4); for "
+            f"other clusters start a Dask scheduler and pass --scheduler ADDRESS"
+        )
+    return int(count)
+
+
+def open_executor(
+    *, workers: int = 1, cluster: str | None = None, scheduler: str | None = None
+) -> Executor | DaskExecutor:
+    """The executor the command line asked for (a local pool by default)."""
+    if cluster is not None and scheduler is not None:
+        raise ClusterError("pass --cluster or --scheduler, not both")
+    if cluster is not None:
+        return _local_cluster(parse_cluster(cluster))
+    if scheduler is not None:
+        return _connect(scheduler)
+    return ProcessPool(workers) if workers > 1 else Serial()
+
+
+def _local_cluster(workers: int) -> DaskExecutor:
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=50,
+    )
+    return DaskExecutor(Client(cluster), cluster)
+
+
+def _connect(address: str) -> DaskExecutor:
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout="5s")
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}); check the "
+            f"address and that `dask scheduler` runs there"
+        ) from exc
+    return DaskExecutor(client)
+
+
+def ordered(results: Iterable[tuple[int, R]]) -> list[R]:
+    """Results tagged with their position, in position order."""
+    return [value for _, value in sorted(results, key=lambda pair: pair[0])]

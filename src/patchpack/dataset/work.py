@@ -1,0 +1,309 @@
+"""What a worker runs: build one shard (or one tissue mask) from its job, wherever it runs.
+
+A job carries everything that decides its output (the shard's spec, its images' plans, the params)
+and the sha256 of every source it reads; the worker checks each source file against that hash before
+decoding it, so a stale copy on one node of a cluster fails loudly instead of writing other pixels.
+Jobs are grouped into tasks so that all shards of an image run on one worker, which decodes the image
+once (:func:`plan_tasks`); a task's output depends on its jobs only, so a retried task gives the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patchpack.dataset.io import file_sha256, manifest_json, write_bytes_atomic
+from patchpack.dataset.manifest import ShardEntry
+from patchpack.dataset.plan import ImagePlan, ShardSpec, sample_image
+from patchpack.dataset.readers import Reader
+from patchpack.dataset.shards import FORMAT_VERSION, ShardData, read_shard, shard_bytes
+from patchpack.dataset.sources import SourceImage, load_pixels, reader_for
+from patchpack.dataset.tissue import RoiMask, low_resolution_view, tissue_mask
+from patchpack.errors import IntegrityError, SourceError
+from patchpack.params import SPLITS, Params
+
+PIXEL_CACHE_BYTES = (
+    256 * 2**20
+)  # decoded images kept per worker, so an image's shards decode it once
+ROWS_CACHE = 64  # (image, split) coordinate lists kept per worker
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one worker needs to write one shard: picklable, small."""
+
+    spec: ShardSpec
+    plans: Mapping[int, ImagePlan]
+    params: Params
+    class_names: tuple[str, ...]
+    staging: Path
+    gather: bool = False  # return the shard's bytes instead of writing them (no shared file system)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Jobs that run together on one worker, with their positions in the canonical shard order."""
+
+    indices: tuple[int, ...]
+    jobs: tuple[Job, ...]
+
+
+Result = tuple[int, ShardEntry, bytes | None]
+
+
+def plan_tasks(jobs: Sequence[Job], workers: int) -> list[Task]:
+    """Group ``jobs`` so that an image's shards (in every split) share a task, about three tasks per
+    worker, balanced by patch count; a task boundary falls only between images."""
+    if workers <= 1:
+        return [Task((i,), (job,)) for i, job in enumerate(jobs)]
+
+    def first_image(i: int) -> tuple[int, int, int]:
+        spec = jobs[i].spec
+        return (min(p.image for p in spec.pieces), SPLITS.index(spec.split), spec.index)
+
+    order = sorted(range(len(jobs)), key=first_image)
+    target = max(1, sum(job.spec.patches for job in jobs) // (3 * workers))
+    tasks: list[list[int]] = [[]]
+    filled, last_image = 0, -1
+    for i in order:
+        images = [p.image for p in jobs[i].spec.pieces]
+        if filled >= target and min(images) > last_image:
+            tasks.append([])
+            filled = 0
+        tasks[-1].append(i)
+        filled += jobs[i].spec.patches
+        last_image = max(last_image, *images)
+    return [Task(tuple(group), tuple(jobs[i] for i in group)) for group in tasks if group]
+
+
+def run_task(task: Task) -> list[Result]:
+    """Every job of ``task``, in order: (position, manifest entry, shard bytes when gathering)."""
+    try:
+        return [
+            (index, *write_job(job)) for index, job in zip(task.indices, task.jobs, strict=True)
+        ]
+    finally:
+        release_pixels()
+
+
+@dataclass(frozen=True)
+class MaskJob:
+    """What one worker needs to compute one source's tissue mask."""
+
+    source: SourceImage
+    max_megapixels: float
+
+
+def mask_job(job: MaskJob) -> tuple[bytes, float]:
+    """The tissue mask of one source as PNG bytes, and how many level-0 pixels a mask pixel spans."""
+    with reader_for(job.source, 3, job.max_megapixels) as reader:
+        view, downsample = low_resolution_view(reader)
+    mask = tissue_mask(view, str(job.source.path))
+    if not mask.any():
+        raise SourceError(
+            f"{job.source.path}: no tissue found (Otsu threshold on a {view.shape[1]}x{view.shape[0]} "
+            f"view); remove the image or use extract.roi: all"
+        )
+    return RoiMask(mask, downsample).png(), downsample
+
+
+def write_job(job: Job) -> tuple[ShardEntry, bytes | None]:
+    """Build one shard and write it to staging (or reuse a complete staged one); with ``job.gather``
+    return its bytes instead. Returns the manifest entry and the bytes (``None`` when written)."""
+    path = job.staging / job.spec.path
+    if not job.gather and path.exists():
+        try:
+            data = read_shard(path)
+        except IntegrityError:
+            path.unlink()
+        else:
+            if len(data) == job.spec.patches:
+                return ShardEntry.of(job.spec.path, job.spec.split, path, data), None
+            path.unlink()
+    data = build_shard(job)
+    shards = job.params.shards
+    image = shard_bytes(
+        data, chunk_patches=shards.chunk_patches, compression=shards.compression, level=shards.level
+    )
+    entry = ShardEntry(
+        path=job.spec.path,
+        split=job.spec.split,
+        patches=len(data),
+        sha256=hashlib.sha256(image).hexdigest(),
+        content_sha256=data.content_sha256(),
+        patch_digests="".join(data.patch_digests()),
+    )
+    if job.gather:
+        return entry, image
+    write_bytes_atomic(path, image)
+    return entry, None
+
+
+def build_shard(job: Job) -> ShardData:
+    """Read the pixels of one shard's sources and cut its patches, in canonical row order.
+
+    The patches are written straight into one array of the shard's size, so a shard is held once.
+    """
+    params = job.params
+    size = params.extract.patch_size
+    split = job.spec.split
+    images = np.empty((job.spec.patches, size, size, params.source.channels), np.uint8)
+    sources: list[str] = []
+    labels, source_index, patch_index, coords, levels = [], [], [], [], []
+    row = 0
+    for piece in job.spec.pieces:
+        plan = job.plans[piece.image]
+        pixels = _pixels(plan.source, params.source.channels, params.source.max_megapixels)
+        index, xy = _rows(plan, split, params, pixels)
+        index, xy = index[piece.start : piece.stop], xy[piece.start : piece.stop]
+        n = len(index)
+        _cut_into(images[row : row + n], pixels, xy, size)
+        row += n
+        if not sources or sources[-1] != plan.source.id:
+            sources.append(plan.source.id)
+        labels.append(np.full(n, plan.source.label, np.int32))
+        source_index.append(np.full(n, len(sources) - 1, np.int32))
+        patch_index.append(index)
+        coords.append(np.round(xy.astype(np.float64) * plan.source.size.downsample))
+        levels.append(np.full(n, plan.source.level, np.int32))
+    return ShardData(
+        images=images,
+        labels=np.concatenate(labels),
+        sources=tuple(sources),
+        source_index=np.concatenate(source_index),
+        patch_index=np.concatenate(patch_index).astype(np.int32),
+        coords=np.concatenate(coords).astype(np.int32),
+        attrs={
+            "channels": params.source.channels,
+            "class_names": manifest_json(list(job.class_names)).strip(),
+            "format_version": FORMAT_VERSION,
+            "patch_size": size,
+            "split": split,
+        },
+        levels=np.concatenate(levels),
+    )
+
+
+class Windows:
+    """Windowed access to the sampled level of a source too large to decode whole.
+
+    The windows read while checking candidates are kept (up to ``KEEP_BYTES``), since the candidates
+    that pass are the patches cut next: most patches are then decoded once.
+    """
+
+    KEEP_BYTES = 64 * 2**20
+
+    def __init__(self, reader: Reader, level: int) -> None:
+        self.reader = reader
+        self.level = level
+        self._kept: collections.OrderedDict[tuple[int, int, int], np.ndarray] = (
+            collections.OrderedDict()
+        )
+        self._bytes = 0
+
+    def window(self, y: int, x: int, size: int) -> np.ndarray:
+        key = (int(y), int(x), size)
+        found = self._kept.pop(key, None)
+        if found is not None:
+            self._bytes -= found.nbytes
+            return found
+        window = self.reader.read(self.level, key[0], key[1], size, size)
+        self._kept[key] = window
+        self._bytes += window.nbytes
+        while self._bytes > self.KEEP_BYTES:
+            self._bytes -= self._kept.popitem(last=False)[1].nbytes
+        return window
+
+    def stds(self, ys: np.ndarray, xs: np.ndarray, size: int) -> np.ndarray:
+        """Pixel standard deviation of each candidate window (read, decoded, then dropped)."""
+        return np.array(
+            [
+                self.window(y, x, size).reshape(1, -1).std(axis=1)[0]
+                for y, x in zip(ys, xs, strict=True)
+            ]
+        )
+
+
+def _cut_into(target: np.ndarray, pixels: np.ndarray | Windows, xy: np.ndarray, size: int) -> None:
+    """Write the patches at level corners ``xy`` into ``target``, shape (n, size, size, channels)."""
+    if isinstance(pixels, Windows):
+        for row, (y, x) in enumerate(xy):
+            target[row] = pixels.window(y, x, size)
+        return
+    windows = np.lib.stride_tricks.sliding_window_view(pixels, (size, size), axis=(0, 1))
+    target[...] = windows[xy[:, 0], xy[:, 1]].transpose(0, 2, 3, 1)
+
+
+def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.ndarray | Windows:
+    """Pixels, kept for the next shards (an image's shards usually follow each other): a small image
+    decoded whole, or windowed access to a large one. The file is checked against the sha256 the
+    catalog recorded before it is decoded."""
+    key = (source, channels, max_megapixels)
+    found = _PIXELS.pop(key, None)
+    if found is None:
+        if file_sha256(source.path) != source.sha256:
+            raise SourceError(
+                f"{source.path}: its bytes differ from those the catalog hashed (sha256 "
+                f"{source.sha256[:16]}...): the file changed, or this node holds another copy; "
+                f"give every worker the same sources and run again"
+            )
+        if source.backend != "pillow":
+            found = Windows(reader_for(source, channels, max_megapixels), source.level)
+        else:
+            found = load_pixels(source, channels, max_megapixels)
+            found.flags.writeable = False
+    _PIXELS[key] = found
+    while len(_PIXELS) > 1 and sum(_size(value) for value in _PIXELS.values()) > PIXEL_CACHE_BYTES:
+        _close(_PIXELS.popitem(last=False)[1])
+    return found
+
+
+def _size(value: np.ndarray | Windows) -> int:
+    return value.nbytes if isinstance(value, np.ndarray) else Windows.KEEP_BYTES
+
+
+def _close(value: np.ndarray | Windows) -> None:
+    if isinstance(value, Windows):
+        value.reader.close()
+
+
+def release_pixels() -> None:
+    """Forget the kept pixels and close the files windowed sources hold open."""
+    while _PIXELS:
+        _close(_PIXELS.popitem()[1])
+
+
+_PIXELS: collections.OrderedDict[tuple[SourceImage, int, float], np.ndarray | Windows] = (
+    collections.OrderedDict()
+)
+
+
+def _rows(
+    plan: ImagePlan, split: str, params: Params, pixels: np.ndarray | Windows
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image's (patch_index, coords) in one split; kept while its shards are being written."""
+    key = (plan, split, params.seed, params.extract, params.split, params.source.channels)
+    rows = _ROWS.pop(key, None)
+    if rows is None:
+        rows = sample_image(
+            plan,
+            seed=params.seed,
+            extract=params.extract,
+            split=params.split,
+            pixels=pixels,
+            only=split,
+        )[split]
+    _ROWS[key] = rows
+    while len(_ROWS) > ROWS_CACHE:
+        _ROWS.popitem(last=False)
+    return rows
+
+
+_ROWS: collections.OrderedDict[Any, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()

@@ -1,0 +1,154 @@
+"""Extraction on a Dask cluster: the same bytes as one process, retried workers, refused environments."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from patchpack.dataset.extract import Engine, extract
+from patchpack.dataset.sources import catalog
+from patchpack.dataset.work import _pixels
+from patchpack.errors import ClusterError, SourceError
+from support.commands import file_digests, run_patchpack
+from support.images import make_folder, small_params, write_params
+
+distributed = pytest.importorskip("distributed")
+
+TESTS = str(Path(__file__).parent)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    return make_folder(tmp_path / "images", classes=3, per_class=3)
+
+
+@pytest.fixture
+def reference(images: Path, tmp_path: Path) -> dict[str, str]:
+    extract(small_params(images), out=tmp_path / "reference", workers=1)
+    return file_digests(tmp_path / "reference")
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A LocalCluster of two worker processes that can import the tests' helpers."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=50,
+        ) as local,
+        distributed.Client(local) as client,
+    ):
+        yield local, client
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gather", [False, True], ids=["shared-staging", "gather"])
+def test_a_local_cluster_builds_the_bytes_of_one_process(
+    images: Path, tmp_path: Path, reference: dict[str, str], gather: bool
+) -> None:
+    engine = Engine(cluster="local:2", gather=gather)
+    extract(small_params(images), out=tmp_path / "cluster", engine=engine)
+    assert file_digests(tmp_path / "cluster") == reference
+
+
+def slow_shards(delay: float) -> None:
+    """Run in a worker: make each shard take ``delay`` seconds longer, so a kill lands mid-run."""
+    from patchpack.dataset import work
+
+    original = work.build_shard
+
+    def slow(job: Any) -> Any:
+        time.sleep(delay)
+        return original(job)
+
+    work.build_shard = slow  # type: ignore[assignment]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_retried_with_the_same_bytes(
+    images: Path, tmp_path: Path, reference: dict[str, str], cluster: Any
+) -> None:
+    local, client = cluster
+    client.run(slow_shards, 0.3)
+    pids = client.run(os.getpid)
+    params = small_params(images, shards={"target_patches": 8})
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            extract(params, out=tmp_path / "out", engine=Engine(scheduler=local.scheduler_address))
+        except BaseException as exc:  # reported below
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(tmp_path.glob(".out.partial-*/*/shard-*.h5")):
+        time.sleep(0.05)
+    os.kill(next(iter(pids.values())), 9)  # a worker dies while tasks are still running
+    thread.join(timeout=180)
+    assert not raised, raised
+    small = small_params(images, shards={"target_patches": 8})
+    extract(small, out=tmp_path / "one", workers=1)
+    assert file_digests(tmp_path / "out") == file_digests(tmp_path / "one")
+
+
+def other_numpy() -> None:
+    """Run in a worker: report another numpy version in the environment envelope."""
+    from patchpack.dataset import manifest
+
+    original = manifest.current_environment
+
+    def envelope() -> dict[str, str]:
+        return {**original(), "numpy": "1.0.0"}
+
+    manifest.current_environment = envelope  # type: ignore[assignment]
+
+
+@pytest.mark.slow
+def test_a_worker_in_another_environment_is_refused_before_any_shard(
+    images: Path, tmp_path: Path, cluster: Any
+) -> None:
+    local, client = cluster
+    client.run(other_numpy)
+    engine = Engine(scheduler=local.scheduler_address)
+    with pytest.raises(
+        ClusterError, match=r"worker tcp://.* has numpy 1.0.0, this machine .*--accept-env"
+    ):
+        extract(small_params(images), out=tmp_path / "out", engine=engine)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+    accepted = dataclasses.replace(engine, accept_env=True)
+    extract(small_params(images), out=tmp_path / "out", engine=accepted)
+    assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_a_stale_copy_of_a_source_fails_loudly(images: Path) -> None:
+    _, sources = catalog(images, max_megapixels=100)
+    stale = dataclasses.replace(sources[0], sha256="0" * 64)
+    with pytest.raises(SourceError, match=r"its bytes differ from those the catalog hashed"):
+        _pixels(stale, 1, 100)
+
+
+def test_an_unreachable_scheduler_is_one_line(images: Path, tmp_path: Path) -> None:
+    write_params(tmp_path / "params.yaml", images)
+    done = run_patchpack("extract", "--scheduler", "tcp://127.0.0.1:9", cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in lines[0]
+
+
+@pytest.mark.parametrize("value", ["local", "local:0", "slurm:4", "4"])
+def test_a_bad_cluster_spec_is_one_line(images: Path, tmp_path: Path, value: str) -> None:
+    write_params(tmp_path / "params.yaml", images)
+    done = run_patchpack("extract", "--cluster", value, cwd=tmp_path)
+    assert done.returncode == 2 and "expected local:N" in done.stderr
