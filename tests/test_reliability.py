@@ -376,7 +376,7 @@ def test_a_fully_forged_dataset_does_not_match_dvc_lock(project: Path) -> None:
     [
         (lambda d: dataclasses.replace(d, labels=d.labels + 50), r"labels run from \d+ to \d+, but there are 3 classes"),
         (lambda d: dataclasses.replace(d, images=d.images.astype(np.float32)), r"images is float32"),
-        (lambda d: dataclasses.replace(d, labels=d.labels[:-1], images=d.images[:-1], source_index=d.source_index[:-1], patch_index=d.patch_index[:-1], coords=d.coords[:-1]), r"images is uint8 of shape \(\d+, 16, 16, 1\), the manifest says"),
+        (lambda d: dataclasses.replace(d, labels=d.labels[:-1], images=d.images[:-1], source_index=d.source_index[:-1], patch_index=d.patch_index[:-1], coords=d.coords[:-1], levels=d.levels[:-1]), r"images is uint8 of shape \(\d+, 16, 16, 1\), the manifest says"),
         (lambda d: dataclasses.replace(d, attrs={**d.attrs, "split": "test"}), r"attribute split is 'test'"),
     ],
     ids=["labels-out-of-range", "float-images", "short-shard", "wrong-split"],

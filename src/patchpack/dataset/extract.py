@@ -16,6 +16,7 @@ import logging
 import shutil
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,7 +173,9 @@ def _write(
 ) -> Manifest:
     """Build every shard, write the manifest last, swap the staging folder in."""
     staging = planned.staging
-    with _writing(out):
+    # the envelope imports every decoder to read its version: do it while the shards are built
+    with _writing(out), ThreadPoolExecutor(1) as side:
+        environment = side.submit(current_environment)
         entries = _run(planned.jobs, executor, _parallelism(executor, engine), staging)
         manifest = Manifest.create(
             class_names=planned.class_names,
@@ -180,6 +183,7 @@ def _write(
             sources=[_record(s, planned.rois.get(s.id)) for s in planned.sources],
             counts=_counts(planned.sources, planned.counts, planned.class_names),
             shards=entries,
+            environment=environment.result(),
         )
         keep = {e.path for e in entries} | {record.roi for _, record in planned.rois.values()}
         _remove_strays(staging, {path for path in keep if path})

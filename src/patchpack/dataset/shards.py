@@ -7,7 +7,7 @@ dataset         dtype, shape            meaning
 ==============  ======================  ====================================================
 images          uint8 (n, h, w, c)      the patches, chunked by ``chunk_patches`` rows
 labels          int32 (n,)              index into the ``class_names`` attribute
-sources         UTF-8 string (n,)       id (relative POSIX path) of each patch's source
+sources         bytes (n,)              id (relative POSIX path, UTF-8) of each patch's source
 source_index    int32 (n,)              number of the patch's source among this shard's sources
 patch_index     int32 (n,)              the patch's number within its source image
 coords          int32 (n, 2)            top-left corner (y, x) of the patch, in level-0 pixels
@@ -49,7 +49,6 @@ from patchpack.errors import ConfigError, IntegrityError
 FORMAT_VERSION = 2
 SHARD_GLOB = "shard-*.h5"
 ARRAYS = ("images", "labels", "sources", "source_index", "patch_index", "coords", "levels")
-_STRING = h5py.string_dtype("utf-8")
 
 
 def shard_name(index: int) -> str:
@@ -118,14 +117,21 @@ class ShardData:
     def patch_digests(self) -> list[str]:
         """A short digest per patch (pixels, label, source and coordinates), to name the first difference."""
         rows = self.images.reshape(len(self), -1)
+        # plain Python values: formatting them is several times faster than NumPy scalars, same text
+        provenance = zip(
+            self.labels.tolist(),
+            self.source_rows(),
+            self.patch_index.tolist(),
+            self.coords.tolist(),
+            self.levels.tolist(),
+            strict=True,
+        )
         return [
             hashlib.blake2b(
-                rows[row].tobytes()
-                + f"|{self.labels[row]}|{self.source_of(row)}|{self.patch_index[row]}"
-                f"|{self.coords[row, 0]}|{self.coords[row, 1]}|{self.levels[row]}".encode(),
+                rows[row].tobytes() + f"|{label}|{source}|{index}|{y}|{x}|{level}".encode(),
                 digest_size=8,
             ).hexdigest()
-            for row in range(len(self))
+            for row, (label, source, index, (y, x), level) in enumerate(provenance)
         ]
 
     def source_rows(self) -> list[str]:
@@ -180,7 +186,11 @@ class ShardLayout:
                     f"{dtype} of shape {shape}",
                 )
         sources = h5.get("sources")
-        if not isinstance(sources, h5py.Dataset) or sources.shape != (self.patches,):
+        if (
+            not isinstance(sources, h5py.Dataset)
+            or sources.shape != (self.patches,)
+            or sources.dtype.kind != "S"
+        ):
             raise _damaged(path, f"it has no source for each of its {self.patches} patches")
         wanted = {
             "format_version": FORMAT_VERSION,
@@ -270,7 +280,11 @@ def shard_bytes(data: ShardData, *, chunk_patches: int, compression: str, level:
         chunks = (max(1, min(chunk_patches, n)), *data.images.shape[1:])
         h5.create_dataset("images", data=data.images, chunks=chunks, track_times=False, **options)
         h5.create_dataset("labels", data=data.labels, track_times=False)
-        h5.create_dataset("sources", data=data.source_rows(), dtype=_STRING, track_times=False)
+        # fixed-length UTF-8 bytes, chunked and compressed like the images: a source id repeats on
+        # every row, which compression removes (variable-length strings cannot be compressed)
+        ids = data._array("sources")
+        sources = {"chunks": chunks[:1], **options} if n else {}
+        h5.create_dataset("sources", data=ids, track_times=False, **sources)
         h5.create_dataset("source_index", data=data.source_index, track_times=False)
         h5.create_dataset("patch_index", data=data.patch_index, track_times=False)
         h5.create_dataset("coords", data=data.coords, track_times=False)
