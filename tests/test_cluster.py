@@ -15,8 +15,9 @@ from patchpack.dataset.extract import Engine, extract
 from patchpack.dataset.sources import catalog
 from patchpack.dataset.work import _pixels
 from patchpack.errors import ClusterError, SourceError
+from patchpack.params import params_from_dict
 from support.commands import file_digests, run_patchpack
-from support.images import make_folder, small_params, write_params
+from support.images import make_folder, small_params, small_raw, write_params
 
 distributed = pytest.importorskip("distributed")
 
@@ -152,3 +153,29 @@ def test_a_bad_cluster_spec_is_one_line(images: Path, tmp_path: Path, value: str
     write_params(tmp_path / "params.yaml", images)
     done = run_patchpack("extract", "--cluster", value, cwd=tmp_path)
     assert done.returncode == 2 and "expected local:N" in done.stderr
+
+
+@pytest.mark.slow
+def test_workers_with_several_threads_give_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's threads each keep their own decoded images and readers (a reader is not
+    thread-safe); tiled slides make every task read windows."""
+    from support.slides import tissue_image, write_pyramid
+
+    for k in range(4):
+        write_pyramid(tmp_path / "slides" / f"c{k % 2}" / f"s{k}.tif", tissue_image(384, 384, k))
+    raw = params_from_dict(
+        {
+            **small_raw(tmp_path / "slides", extract={"min_std": 1.0, "per_image": 60}),
+            "source": {"dir": str(tmp_path / "slides"), "channels": 3},
+            "shards": {"target_patches": 8, "chunk_patches": 8},
+        }
+    )
+    extract(raw, out=tmp_path / "serial", workers=1)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=4, processes=True, dashboard_address=None, silence_logs=50
+    ) as local:
+        extract(raw, out=tmp_path / "threads", engine=Engine(scheduler=local.scheduler_address))
+    assert file_digests(tmp_path / "threads") == file_digests(tmp_path / "serial")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 from patchpack.dataset.output import ignore_file_size_signal
-from patchpack.errors import ClusterError
+from patchpack.errors import ClusterError, PatchpackError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,10 +74,12 @@ class DaskExecutor:
     def map(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
         try:
             yield from self._executor.map(function, items)
-        except (OSError, TimeoutError) as exc:  # the scheduler or every worker went away
+        except PatchpackError:
+            raise  # bad input found by a worker: its own one-line message
+        except Exception as exc:  # the scheduler went away, a worker died too often (KilledWorker)
             raise ClusterError(
-                f"the Dask cluster went away during the run ({type(exc).__name__}: {exc}); "
-                f"nothing was written at the output: start the cluster again and rerun"
+                f"the Dask cluster failed during the run ({type(exc).__name__}: {exc}); the "
+                f"previous dataset is intact: check the workers' logs and memory, and rerun"
             ) from exc
 
     def check_environment(self, local: Mapping[str, str], *, accept: bool) -> list[str]:
@@ -88,7 +90,13 @@ class DaskExecutor:
         """
         from patchpack.dataset.manifest import current_environment
 
-        reports = self.client.run(current_environment)
+        try:
+            reports = self.client.run(current_environment)
+        except Exception as exc:
+            raise ClusterError(
+                f"the Dask workers did not report their environment ({type(exc).__name__}: {exc}); "
+                f"check that patchpack is installed on every worker"
+            ) from exc
         if not reports:
             raise ClusterError("the Dask cluster has no workers; start some and rerun")
         notes = []

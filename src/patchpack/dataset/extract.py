@@ -42,7 +42,16 @@ from patchpack.dataset.plan import ImagePlan, ShardSpec, cut_shards, plan_images
 from patchpack.dataset.shards import FORMAT_VERSION, SHARD_GLOB
 from patchpack.dataset.sources import SourceImage, SourceRecord, catalog
 from patchpack.dataset.tissue import Roi
-from patchpack.dataset.work import Job, MaskJob, Result, mask_job, plan_tasks, run_task
+from patchpack.dataset.work import (
+    Job,
+    MaskJob,
+    Result,
+    Task,
+    mask_job,
+    plan_tasks,
+    release_pixels,
+    run_task,
+)
 from patchpack.errors import OutputError
 from patchpack.params import SPLITS, Params
 
@@ -204,16 +213,27 @@ def _run(
     """Run the jobs as tasks; write gathered shard bytes here; entries in canonical order."""
     tasks = plan_tasks(jobs, parallelism)
     results: list[Result] = []
-    with tqdm(
-        total=len(jobs), desc="extract", unit="shard", disable=not sys.stderr.isatty()
-    ) as bar:
+    try:
+        _collect(executor, tasks, staging, results, len(jobs))
+    finally:
+        release_pixels()  # this process's readers (the serial engine runs tasks here)
+    return [entry for _, entry, _ in sorted(results, key=lambda result: result[0])]
+
+
+def _collect(
+    executor: Executor | DaskExecutor,
+    tasks: list[Task],
+    staging: Path,
+    results: list[Result],
+    total: int,
+) -> None:
+    with tqdm(total=total, desc="extract", unit="shard", disable=not sys.stderr.isatty()) as bar:
         for done in executor.map(run_task, tasks):
             for index, entry, image in done:
                 if image is not None:  # gathered: this process writes what the worker built
                     write_bytes_atomic(staging / entry.path, image)
                 results.append((index, entry, None))
             bar.update(len(done))
-    return [entry for _, entry, _ in sorted(results, key=lambda result: result[0])]
 
 
 def _check_output(out: Path, source: Path) -> Path:

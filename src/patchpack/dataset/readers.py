@@ -235,9 +235,21 @@ class TiffReader(_Base):
         self.limit = limit
         try:
             self._tif = tifffile.TiffFile(self.path)
+        except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
+            raise SourceError(f"{self.path}: not a readable TIFF ({exc}); re-export it") from exc
+        try:
             series = self._tif.series[0]
             pages = [level.keyframe for level in series.levels]
+            if any(page.planarconfig == 2 for page in pages):  # samples stored plane by plane
+                raise SourceError(
+                    f"{self.path}: samples are stored in separate planes, which patchpack does not "
+                    f"read; re-save it with contiguous samples (tifffile planarconfig='contig')"
+                )
+        except SourceError:
+            self._tif.close()
+            raise
         except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
+            self._tif.close()
             raise SourceError(f"{self.path}: not a readable TIFF ({exc}); re-export it") from exc
         self._pages = pages
         self._arrays: dict[int, Any] = {}

@@ -90,9 +90,12 @@ def fractions(
     xs: np.ndarray,
     size: float,
 ) -> np.ndarray:
-    """The fraction of each footprint that lies in the mask.
+    """The fraction of set mask pixels among those each footprint touches.
 
     ``ys``, ``xs`` are level-0 top-left corners and ``size`` the footprint's side in level-0 pixels.
+    A footprint counts every mask pixel it touches, wholly: where a mask pixel spans more than a patch
+    (coarse masks, small patches) this is coarser than the area in tissue, by at most one mask pixel
+    on each side.
     """
     height, width = table.shape[0] - 1, table.shape[1] - 1
     y0 = np.clip(np.floor(ys / mask_downsample).astype(np.int64), 0, height)
@@ -128,6 +131,11 @@ def _strips(reader: Reader, index: int, factor: int) -> np.ndarray:
     level = reader.levels[index]
     rows = max(factor, (8 * 2**20 // max(1, level.width * 3)) // factor * factor)
     usable = (level.height // factor) * factor
+    if usable == 0:
+        raise SourceError(
+            f"{reader.path}: {level.width}x{level.height} is too thin to compute a tissue mask from; "
+            f"remove it or use extract.roi: all"
+        )
     parts = [
         _block_mean(reader.read(index, top, 0, min(rows, usable - top), level.width), factor)
         for top in range(0, usable, rows)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,7 @@ class MaskJob:
 
 def mask_job(job: MaskJob) -> tuple[bytes, float]:
     """The tissue mask of one source as PNG bytes, and how many level-0 pixels a mask pixel spans."""
+    check_source(job.source)
     with reader_for(job.source, 3, job.max_megapixels) as reader:
         view, downsample = low_resolution_view(reader)
     mask = tissue_mask(view, str(job.source.path))
@@ -246,23 +248,36 @@ def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.nda
     decoded whole, or windowed access to a large one. The file is checked against the sha256 the
     catalog recorded before it is decoded."""
     key = (source, channels, max_megapixels)
-    found = _PIXELS.pop(key, None)
+    cache = _caches().pixels
+    found = cache.pop(key, None)
     if found is None:
-        if file_sha256(source.path) != source.sha256:
-            raise SourceError(
-                f"{source.path}: its bytes differ from those the catalog hashed (sha256 "
-                f"{source.sha256[:16]}...): the file changed, or this node holds another copy; "
-                f"give every worker the same sources and run again"
-            )
+        check_source(source)
         if source.backend != "pillow":
             found = Windows(reader_for(source, channels, max_megapixels), source.level)
         else:
             found = load_pixels(source, channels, max_megapixels)
             found.flags.writeable = False
-    _PIXELS[key] = found
-    while len(_PIXELS) > 1 and sum(_size(value) for value in _PIXELS.values()) > PIXEL_CACHE_BYTES:
-        _close(_PIXELS.popitem(last=False)[1])
+    cache[key] = found
+    while len(cache) > 1 and sum(_size(value) for value in cache.values()) > PIXEL_CACHE_BYTES:
+        _close(cache.popitem(last=False)[1])
     return found
+
+
+def check_source(source: SourceImage) -> None:
+    """Refuse a source file whose bytes are not those the catalog hashed (changed, or a stale copy)."""
+    try:
+        digest = file_sha256(source.path)
+    except OSError as exc:
+        raise SourceError(
+            f"{source.path}: cannot read the source ({exc.strerror}); every worker needs the "
+            f"source folder at the same path"
+        ) from exc
+    if digest != source.sha256:
+        raise SourceError(
+            f"{source.path}: its bytes differ from those the catalog hashed (sha256 "
+            f"{source.sha256[:16]}...): the file changed, or this node holds another copy; "
+            f"give every worker the same sources and run again"
+        )
 
 
 def _size(value: np.ndarray | Windows) -> int:
@@ -275,14 +290,30 @@ def _close(value: np.ndarray | Windows) -> None:
 
 
 def release_pixels() -> None:
-    """Forget the kept pixels and close the files windowed sources hold open."""
-    while _PIXELS:
-        _close(_PIXELS.popitem()[1])
+    """Forget this thread's kept pixels and close the files its windowed sources hold open."""
+    cache = _caches().pixels
+    while cache:
+        _close(cache.popitem()[1])
+    _caches().rows.clear()
 
 
-_PIXELS: collections.OrderedDict[tuple[SourceImage, int, float], np.ndarray | Windows] = (
-    collections.OrderedDict()
-)
+class _Caches(threading.local):
+    """Per thread: a Dask worker runs tasks in several threads, and a reader is not thread-safe."""
+
+    def __init__(self) -> None:
+        self.pixels: collections.OrderedDict[
+            tuple[SourceImage, int, float], np.ndarray | Windows
+        ] = collections.OrderedDict()
+        self.rows: collections.OrderedDict[Any, tuple[np.ndarray, np.ndarray]] = (
+            collections.OrderedDict()
+        )
+
+
+_CACHES = _Caches()
+
+
+def _caches() -> _Caches:
+    return _CACHES
 
 
 def _rows(
@@ -290,7 +321,8 @@ def _rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image's (patch_index, coords) in one split; kept while its shards are being written."""
     key = (plan, split, params.seed, params.extract, params.split, params.source.channels)
-    rows = _ROWS.pop(key, None)
+    cache = _caches().rows
+    rows = cache.pop(key, None)
     if rows is None:
         rows = sample_image(
             plan,
@@ -300,10 +332,7 @@ def _rows(
             pixels=pixels,
             only=split,
         )[split]
-    _ROWS[key] = rows
-    while len(_ROWS) > ROWS_CACHE:
-        _ROWS.popitem(last=False)
+    cache[key] = rows
+    while len(cache) > ROWS_CACHE:
+        cache.popitem(last=False)
     return rows
-
-
-_ROWS: collections.OrderedDict[Any, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
