@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from patchpack.dataset.io import atomic_output
 from patchpack.dataset.manifest import Manifest
-from patchpack.dataset.readers import open_reader
+from patchpack.dataset.readers import open_reader, smallest_level_at_least
 from patchpack.dataset.shards import read_shard
 from patchpack.dataset.sources import SourceRecord
 from patchpack.errors import SourceError
@@ -33,11 +33,7 @@ def thumbnail(path: Path, record: SourceRecord) -> tuple[Image.Image, float]:
         level_image, level_downsample = rgb, 1.0
     else:
         with open_reader(path, channels=3, max_megapixels=1e6, backend=record.backend) as reader:
-            index = next(
-                (i for i in range(len(reader.levels) - 1, -1, -1)
-                 if max(reader.levels[i].height, reader.levels[i].width) >= THUMB_SIDE),
-                0,
-            )  # fmt: skip
+            index = smallest_level_at_least(reader.levels, THUMB_SIDE)
             level = reader.levels[index]
             pixels = reader.read(index, 0, 0, level.height, level.width)
         level_image, level_downsample = Image.fromarray(pixels), level.downsample

@@ -51,11 +51,16 @@ class ShardEntry:
     @classmethod
     def of(cls, relative: str, split: str, file: Path, data: ShardData) -> ShardEntry:
         """The entry for the shard ``data`` written at ``file`` (``relative`` to the dataset)."""
+        return cls.of_bytes(relative, split, file_sha256(file), data)
+
+    @classmethod
+    def of_bytes(cls, relative: str, split: str, sha256: str, data: ShardData) -> ShardEntry:
+        """The entry for the shard ``data`` whose file bytes have the given ``sha256``."""
         return cls(
             path=relative,
             split=split,
             patches=len(data),
-            sha256=file_sha256(file),
+            sha256=sha256,
             content_sha256=data.content_sha256(),
             patch_digests="".join(data.patch_digests()),
         )

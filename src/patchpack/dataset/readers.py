@@ -73,6 +73,14 @@ class Reader(Protocol):
     ) -> None: ...
 
 
+def smallest_level_at_least(levels: tuple[Level, ...], side: int, *, lowest: int = 0) -> int:
+    """The smallest level whose longer side is at least ``side`` pixels (``lowest`` if none is)."""
+    for index in range(len(levels) - 1, lowest, -1):
+        if max(levels[index].height, levels[index].width) >= side:
+            return index
+    return lowest
+
+
 def choose_backend(path: Path) -> str:
     """The backend for ``path``, from its suffix and, for TIFF, whether it is tiled or pyramidal."""
     suffix = path.suffix.lower()

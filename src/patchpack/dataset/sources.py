@@ -339,7 +339,7 @@ def _inspect(
                 path=path,
                 width=base.width,
                 height=base.height,
-                sha256=file_sha256(path),
+                sha256=source_sha256(path),
                 backend=backend,
                 levels=reader.levels,
                 mpp=reader.mpp,
@@ -357,7 +357,7 @@ def _inspect(
         path=path,
         width=width,
         height=height,
-        sha256=file_sha256(path),
+        sha256=source_sha256(path),
         levels=(Level(height, width, 1.0),),
     )
 
@@ -485,6 +485,22 @@ def load_pixels(source: SourceImage, channels: int, max_megapixels: float) -> np
             f"{(source.height, source.width, channels)}; the file changed during extraction"
         )
     return pixels
+
+
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def source_sha256(path: Path) -> str:
+    """sha256 of a source file, hashed once per process while its size and mtime stay the same.
+
+    The catalog hashes every source; the worker checks (and tissue masks) in the same process then
+    reuse the hash instead of reading the file again. Another process, or another node, hashes anew.
+    """
+    status = path.stat()
+    key = (str(path), status.st_size, status.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = file_sha256(path)
+    return _HASHED[key]
 
 
 def reader_for(source: SourceImage, channels: int, max_megapixels: float) -> Reader:

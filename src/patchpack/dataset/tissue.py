@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from patchpack.dataset.readers import Reader
+from patchpack.dataset.readers import Reader, smallest_level_at_least
 from patchpack.errors import SourceError
 
 MASK_SIDE = 1024
@@ -114,11 +114,7 @@ def low_resolution_view(reader: Reader) -> tuple[np.ndarray, float]:
     The smallest level at least ``MASK_SIDE`` pixels on its longer side (or level 0), averaged over
     square blocks when it is more than twice that, so the mask's size does not grow with the slide's.
     """
-    index = next(
-        (i for i in range(len(reader.levels) - 1, 0, -1)
-         if max(reader.levels[i].height, reader.levels[i].width) >= MASK_SIDE),
-        0,
-    )  # fmt: skip
+    index = smallest_level_at_least(reader.levels, MASK_SIDE)
     level = reader.levels[index]
     factor = max(1, max(level.height, level.width) // MASK_SIDE)
     if factor == 1:

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from patchpack.dataset.io import file_sha256, manifest_json, write_bytes_atomic
+from patchpack.dataset.io import manifest_json, write_bytes_atomic
 from patchpack.dataset.manifest import ShardEntry
 from patchpack.dataset.plan import ImagePlan, ShardSpec, sample_image
 from patchpack.dataset.readers import Reader
 from patchpack.dataset.shards import FORMAT_VERSION, ShardData, read_shard, shard_bytes
-from patchpack.dataset.sources import SourceImage, load_pixels, reader_for
+from patchpack.dataset.sources import SourceImage, load_pixels, reader_for, source_sha256
 from patchpack.dataset.tissue import RoiMask, low_resolution_view, tissue_mask
 from patchpack.errors import IntegrityError, SourceError
 from patchpack.params import SPLITS, Params
@@ -134,13 +134,8 @@ def write_job(job: Job) -> tuple[ShardEntry, bytes | None]:
     image = shard_bytes(
         data, chunk_patches=shards.chunk_patches, compression=shards.compression, level=shards.level
     )
-    entry = ShardEntry(
-        path=job.spec.path,
-        split=job.spec.split,
-        patches=len(data),
-        sha256=hashlib.sha256(image).hexdigest(),
-        content_sha256=data.content_sha256(),
-        patch_digests="".join(data.patch_digests()),
+    entry = ShardEntry.of_bytes(
+        job.spec.path, job.spec.split, hashlib.sha256(image).hexdigest(), data
     )
     if job.gather:
         return entry, image
@@ -266,7 +261,7 @@ def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.nda
 def check_source(source: SourceImage) -> None:
     """Refuse a source file whose bytes are not those the catalog hashed (changed, or a stale copy)."""
     try:
-        digest = file_sha256(source.path)
+        digest = source_sha256(source.path)
     except OSError as exc:
         raise SourceError(
             f"{source.path}: cannot read the source ({exc.strerror}); every worker needs the "
