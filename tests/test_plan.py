@@ -174,7 +174,7 @@ def test_rejection_skips_blank_patches() -> None:
     extract = replace(EXTRACT, per_image=40, min_std=5.0)
     split = replace(REGION, mode="image")
     plan = plan_images([source], seed=1, extract=extract, split=split)[0]
-    ((_, coords),) = sample_image(
+    ((_, coords, _),) = sample_image(
         plan, seed=1, extract=extract, split=split, pixels=pixels
     ).values()
     assert len(coords) == 40 and (coords[:, 1] + 16 > 32).all()

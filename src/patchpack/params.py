@@ -28,7 +28,12 @@ SPLIT_MODES = ("image", "region", "patch")
 COMPRESSIONS = ("zstd", "gzip", "none")
 MODELS = ("cnn", "resnet50")
 SAMPLINGS = ("random", "grid")
-ROIS = ("all", "tissue")
+ROIS = ("all", "tissue", "mask", "tissue+mask")
+TARGETS = ("none", "mask")
+LABEL_ORIGINS = ("folder", "mask", "annotations")
+LABEL_RULES = ("centre", "majority")
+LABEL_KEYS = ("from", "dir", "classes", "rule", "min_fraction")
+MAX_CLASSES = 255  # a label raster and a mask target hold class numbers 1..255 in uint8 (0: none)
 EXTRACT_KEYS = (
     "patch_size",
     "per_image",
@@ -39,6 +44,7 @@ EXTRACT_KEYS = (
     "stride",
     "roi",
     "min_roi_fraction",
+    "targets",
 )
 
 # Upper limits: far above any real dataset, low enough that the plan and its arrays fit in memory.
@@ -75,10 +81,44 @@ class ExtractParams:
     stride: int | None = None
     roi: str = "all"
     min_roi_fraction: float = 0.5
+    targets: str = "none"
 
     def step(self) -> int:
         """The grid's stride: ``stride``, or ``patch_size`` (patches that touch, no overlap)."""
         return self.stride if self.stride is not None else self.patch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelParams:
+    """Where each patch's label comes from (``labels`` in params.yaml).
+
+    ``origin`` is ``labels.from``: ``folder`` (the image's class subfolder), ``mask`` (a label raster
+    per image) or ``annotations`` (a GeoJSON file per image). For the last two, ``classes`` names the
+    classes: raster value (or class number) ``i`` in 1..K is ``classes[i - 1]`` and 0 is unlabelled,
+    and ``rule`` says how a patch is labelled: ``centre`` (the class under its centre pixel) or
+    ``majority`` (the class of at least ``min_fraction`` of its area). ``dir`` holds the label files,
+    at the same relative path as each image; it is a path, so the manifest does not record it.
+    """
+
+    origin: str = "folder"
+    dir: str | None = None
+    classes: tuple[str, ...] = ()
+    rule: str = "centre"
+    min_fraction: float = 0.5
+
+    @property
+    def per_patch(self) -> bool:
+        """Whether labels come from label files (per patch) rather than from folders (per image)."""
+        return self.origin != "folder"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the manifest records (no ``dir``: a local path)."""
+        return {
+            "from": self.origin,
+            "classes": list(self.classes),
+            "rule": self.rule,
+            "min_fraction": self.min_fraction,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,15 +194,24 @@ class DatasetParams:
     shards: ShardParams = dataclasses.field(default_factory=ShardParams)
     level: int = 0
     mpp: float | None = None
+    labels: LabelParams = dataclasses.field(default_factory=LabelParams)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values, as the manifest stores them under ``params``."""
-        return {
+        """Plain JSON-able values, as the manifest stores them under ``params``.
+
+        Keys added after format 2 (``labels``, ``extract.targets``) are written only when they differ
+        from their defaults, so a dataset labelled by folders keeps the manifest bytes it had before
+        they existed, and older manifests stay readable.
+        """
+        extract = dataclasses.asdict(self.extract)
+        if self.extract.targets == ExtractParams.targets:
+            del extract["targets"]
+        result = {
             "seed": self.seed,
             "channels": self.channels,
             "level": self.level,
             "mpp": self.mpp,
-            "extract": dataclasses.asdict(self.extract),
+            "extract": extract,
             "split": {
                 "mode": self.split.mode,
                 "fractions": dict(zip(SPLITS, self.split.fractions, strict=True)),
@@ -170,6 +219,9 @@ class DatasetParams:
             },
             "shards": dataclasses.asdict(self.shards),
         }
+        if self.labels.per_patch:
+            result["labels"] = self.labels.to_dict()
+        return result
 
     @classmethod
     def from_dict(cls, raw: object, origin: str = "manifest") -> DatasetParams:
@@ -177,12 +229,19 @@ class DatasetParams:
         reader = _Reader(origin)
         section = reader.mapping(raw, "params")
         keys = ("seed", "channels", "level", "mpp", "extract", "split", "shards")
-        reader.known(section, "params", keys)
+        reader.known(section, "params", (*keys, "labels"))
         for key in keys:
             if key not in section:
                 raise ConfigError(f"{origin}: params.{key} is missing")
+        labels = reader.mapping(section.get("labels", {}), "params.labels")
+        extract = section["extract"]
+        roi = extract.get("roi") if isinstance(extract, Mapping) else None
+        if labels or (isinstance(roi, str) and "mask" in roi.split("+")):
+            # the manifest records no label folder (a local path): any one passes validation
+            labels = {**labels, "dir": "."}
         params = params_from_dict(
             {
+                "labels": labels,
                 "base": {"seed": section["seed"]},
                 "source": {
                     "channels": section["channels"],
@@ -195,7 +254,9 @@ class DatasetParams:
             },
             origin=origin,
         )
-        return params.dataset
+        return dataclasses.replace(
+            params.dataset, labels=dataclasses.replace(params.dataset.labels, dir=None)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,10 +269,11 @@ class Params:
     split: SplitParams = dataclasses.field(default_factory=SplitParams)
     shards: ShardParams = dataclasses.field(default_factory=ShardParams)
     train: TrainParams = dataclasses.field(default_factory=TrainParams)
+    labels: LabelParams = dataclasses.field(default_factory=LabelParams)
 
     @property
     def dataset(self) -> DatasetParams:
-        """The part of these params that decides a dataset's content."""
+        """The part of these params that decides a dataset's content (no paths)."""
         return DatasetParams(
             seed=self.seed,
             channels=self.source.channels,
@@ -220,6 +282,7 @@ class Params:
             extract=self.extract,
             split=self.split,
             shards=self.shards,
+            labels=dataclasses.replace(self.labels, dir=None),
         )
 
     def dataset_dict(self) -> dict[str, Any]:
@@ -237,11 +300,18 @@ class Params:
             extract=dataset.extract,
             split=dataset.split,
             shards=dataset.shards,
+            labels=dataclasses.replace(dataset.labels, dir=self.labels.dir),
         )
 
 
-def load_params(path: str | Path = "params.yaml", *, source_dir: str | None = None) -> Params:
-    """Read and validate params.yaml; ``source_dir`` overrides ``source.dir``.
+def load_params(
+    path: str | Path = "params.yaml",
+    *,
+    source_dir: str | None = None,
+    labels_dir: str | None = None,
+) -> Params:
+    """Read and validate params.yaml; ``source_dir`` overrides ``source.dir``, ``labels_dir``
+    ``labels.dir``.
 
     Raises
     ------
@@ -255,6 +325,15 @@ def load_params(path: str | Path = "params.yaml", *, source_dir: str | None = No
     if source_dir is not None:
         params = dataclasses.replace(
             params, source=dataclasses.replace(params.source, dir=str(source_dir))
+        )
+    if labels_dir is not None:
+        if params.labels.dir is None:
+            raise ConfigError(
+                f"{path}: --labels applies when labels.from is mask or annotations, or "
+                f"extract.roi uses a mask; set those in the params file first"
+            )
+        params = dataclasses.replace(
+            params, labels=dataclasses.replace(params.labels, dir=str(labels_dir))
         )
     return params
 
@@ -316,20 +395,117 @@ def params_from_dict(raw: object, origin: str = "params") -> Params:
     """Validate a params mapping (the parsed YAML) into :class:`Params`."""
     reader = _Reader(origin)
     top = reader.mapping(raw, "")
-    reader.known(top, "", ("base", "source", "extract", "split", "shards", "train"))
+    reader.known(top, "", ("base", "source", "extract", "split", "shards", "train", "labels"))
     base = reader.mapping(top.get("base", {}), "base")
     reader.known(base, "base", ("seed",))
     seed = reader.integer(base, "base.seed", Params.seed, minimum=0)
     if seed >= 2**63:
         raise ConfigError(f"{origin}: base.seed must be below 2**63 (received {seed})")
-    return Params(
+    params = Params(
         seed=seed,
         source=_source(reader, top.get("source", {})),
         extract=_extract(reader, top.get("extract", {})),
         split=_split(reader, top.get("split", {})),
         shards=_shards(reader, top.get("shards", {})),
         train=_train(reader, top.get("train", {})),
+        labels=_labels(reader, top.get("labels", {})),
     )
+    _check_labelling(reader.origin, params)
+    return params
+
+
+def _labels(reader: _Reader, raw: object) -> LabelParams:
+    section = reader.mapping(raw, "labels")
+    reader.known(section, "labels", LABEL_KEYS)
+    default = LabelParams()
+    origin = reader.choice(section, "labels.from", default.origin, LABEL_ORIGINS)
+    directory = None
+    if section.get("dir") is not None:
+        directory = reader.string(section, "labels.dir", ".")
+    rule = reader.choice(section, "labels.rule", default.rule, LABEL_RULES)
+    fraction = reader.number(section, "labels.min_fraction", default.min_fraction, positive=True)
+    if fraction > 1:
+        raise ConfigError(
+            f"{reader.origin}: labels.min_fraction must be above 0 and at most 1 "
+            f"(received {fraction:g})"
+        )
+    classes: tuple[str, ...] = ()
+    if origin == "folder":
+        given = {
+            "classes": section.get("classes"),
+            "rule": None if rule == default.rule else rule,
+            "min_fraction": None if fraction == default.min_fraction else fraction,
+        }
+        for key, value in given.items():
+            if value is not None:
+                raise ConfigError(
+                    f"{reader.origin}: labels.{key} applies to labels.from: mask or annotations; "
+                    f"with labels.from: folder the class subfolders are the classes "
+                    f"(received {key}={value!r}); remove it"
+                )
+    else:
+        if directory is None:
+            raise ConfigError(
+                f"{reader.origin}: labels.from: {origin} needs labels.dir, the folder of label "
+                f"files (one per image, at the image's relative path); set labels.dir"
+            )
+        classes = _class_list(reader, section.get("classes"), origin)
+    return LabelParams(
+        origin=origin, dir=directory, classes=classes, rule=rule, min_fraction=fraction
+    )
+
+
+def _class_list(reader: _Reader, value: object, origin: str) -> tuple[str, ...]:
+    """``labels.classes``: 1 to ``MAX_CLASSES`` distinct, non-empty names, in class-number order."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"{reader.origin}: labels.from: {origin} needs labels.classes, a list of class names "
+            f"(raster value or class number 1 is the first; 0 is unlabelled) (received {value!r})"
+        )
+    if len(value) > MAX_CLASSES:
+        raise ConfigError(
+            f"{reader.origin}: labels.classes holds {len(value)} names, at most {MAX_CLASSES} "
+            f"fit a uint8 label raster"
+        )
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(
+                f"{reader.origin}: labels.classes[{i}] must be a non-empty string (received {name!r})"
+            )
+    seen: set[str] = set()
+    for name in value:
+        if name in seen:
+            raise ConfigError(
+                f"{reader.origin}: labels.classes names {name!r} twice; each class once"
+            )
+        seen.add(name)
+    return tuple(value)
+
+
+def _check_labelling(origin: str, params: Params) -> None:
+    """The rules that join ``labels`` to ``extract``: each names both keys it concerns."""
+    extract, labels = params.extract, params.labels
+    if "mask" in extract.roi.split("+") and labels.dir is None:
+        raise ConfigError(
+            f"{origin}: extract.roi: {extract.roi} needs labels.dir (the label rasters or ROI "
+            f"masks, one per image); set labels.dir or use extract.roi: all or tissue"
+        )
+    if labels.origin == "folder" and labels.dir is not None and "mask" not in extract.roi:
+        raise ConfigError(
+            f"{origin}: labels.dir is used by labels.from: mask or annotations or by "
+            f"extract.roi: mask (received labels.from: folder, extract.roi: {extract.roi}); "
+            f"set one of them or remove labels.dir"
+        )
+    if extract.targets == "mask" and not labels.per_patch:
+        raise ConfigError(
+            f"{origin}: extract.targets: mask stores each patch's label mask, so it needs "
+            f"labels.from: mask or annotations (received labels.from: {labels.origin})"
+        )
+    if labels.per_patch and extract.per_class is not None:
+        raise ConfigError(
+            f"{origin}: extract.per_class balances classes of whole images, but with labels.from: "
+            f"{labels.origin} a patch's class is only known once it is drawn; use extract.per_image"
+        )
 
 
 def _source(reader: _Reader, raw: object) -> SourceParams:
@@ -391,6 +567,7 @@ def _extract(reader: _Reader, raw: object) -> ExtractParams:
         max_tries=max_tries,
         roi=reader.choice(section, "extract.roi", default.roi, ROIS),
         min_roi_fraction=_roi_fraction(reader, section),
+        targets=reader.choice(section, "extract.targets", default.targets, TARGETS),
     )
 
 
@@ -427,6 +604,7 @@ def _grid(reader: _Reader, section: Mapping[str, Any]) -> ExtractParams:
         stride=stride,
         roi=reader.choice(section, "extract.roi", default.roi, ROIS),
         min_roi_fraction=_roi_fraction(reader, section),
+        targets=reader.choice(section, "extract.targets", default.targets, TARGETS),
     )
 
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from patchpack.dataset.executors import DaskExecutor, Executor, open_executor
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
+from patchpack.dataset.labels import attach_labels, open_labels
 from patchpack.dataset.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -41,7 +42,7 @@ from patchpack.dataset.output import (
 from patchpack.dataset.plan import ImagePlan, ShardSpec, cut_shards, plan_images, split_counts
 from patchpack.dataset.shards import FORMAT_VERSION, SHARD_GLOB
 from patchpack.dataset.sources import SourceImage, SourceRecord, catalog
-from patchpack.dataset.tissue import Roi
+from patchpack.dataset.tissue import Roi, RoiMask
 from patchpack.dataset.work import (
     Job,
     MaskJob,
@@ -52,7 +53,7 @@ from patchpack.dataset.work import (
     release_pixels,
     run_task,
 )
-from patchpack.errors import OutputError
+from patchpack.errors import OutputError, SourceError
 from patchpack.params import SPLITS, Params
 
 ROI_FOLDER = "roi"
@@ -138,6 +139,15 @@ def _plan(params: Params, out: Path, executor: Executor | DaskExecutor, engine: 
         max_megapixels=params.source.max_megapixels,
         level=params.source.level,
         mpp=params.source.mpp,
+        by_folder=not params.labels.per_patch,
+    )
+    if params.labels.per_patch:
+        class_names = list(params.labels.classes)
+    sources = attach_labels(
+        sources,
+        params.labels,
+        roi=params.extract.roi,
+        max_megapixels=params.source.max_megapixels,
     )
     staging = out.with_name(f".{out.name}.partial-{plan_digest(params, class_names, sources)[:16]}")
     with _writing(out):
@@ -151,6 +161,11 @@ def _plan(params: Params, out: Path, executor: Executor | DaskExecutor, engine: 
         extract=params.extract,
         split=params.split,
         rois={source_id: roi for source_id, (roi, _) in rois.items()},
+        labellers={
+            source.id: open_labels(source, params.labels, params.source.max_megapixels)
+            for source in sources
+            if params.labels.per_patch
+        },
     )
     counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
     specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
@@ -185,12 +200,13 @@ def _write(
     # the envelope imports every decoder to read its version: do it while the shards are built
     with _writing(out), ThreadPoolExecutor(1) as side:
         environment = side.submit(current_environment)
-        entries = _run(planned.jobs, executor, _parallelism(executor, engine), staging)
+        done = _run(planned.jobs, executor, _parallelism(executor, engine), staging)
+        entries = [entry for entry, _ in done]
         manifest = Manifest.create(
             class_names=planned.class_names,
             params=params.dataset,
             sources=[_record(s, planned.rois.get(s.id)) for s in planned.sources],
-            counts=_counts(planned.sources, planned.counts, planned.class_names),
+            counts=_counts(done, planned.class_names),
             shards=entries,
             environment=environment.result(),
         )
@@ -209,15 +225,16 @@ def _parallelism(executor: Executor | DaskExecutor, engine: Engine) -> int:
 
 def _run(
     jobs: list[Job], executor: Executor | DaskExecutor, parallelism: int, staging: Path
-) -> list[ShardEntry]:
-    """Run the jobs as tasks; write gathered shard bytes here; entries in canonical order."""
+) -> list[tuple[ShardEntry, tuple[int, ...]]]:
+    """Run the jobs as tasks; write gathered shard bytes here; (entry, patches per class) of each
+    shard, in canonical order."""
     tasks = plan_tasks(jobs, parallelism)
     results: list[Result] = []
     try:
         _collect(executor, tasks, staging, results, len(jobs))
     finally:
         release_pixels()  # this process's readers (the serial engine runs tasks here)
-    return [entry for _, entry, _ in sorted(results, key=lambda result: result[0])]
+    return [(entry, per_class) for _, entry, _, per_class in sorted(results, key=lambda r: r[0])]
 
 
 def _collect(
@@ -229,10 +246,10 @@ def _collect(
 ) -> None:
     with tqdm(total=total, desc="extract", unit="shard", disable=not sys.stderr.isatty()) as bar:
         for done in executor.map(run_task, tasks):
-            for index, entry, image in done:
+            for index, entry, image, per_class in done:
                 if image is not None:  # gathered: this process writes what the worker built
                     write_bytes_atomic(staging / entry.path, image)
-                results.append((index, entry, None))
+                results.append((index, entry, None, per_class))
             bar.update(len(done))
 
 
@@ -303,22 +320,52 @@ def plan_digest(params: Params, class_names: list[str], sources: list[SourceImag
 def _regions_of_interest(
     sources: list[SourceImage], params: Params, staging: Path, executor: Executor | DaskExecutor
 ) -> dict[str, tuple[Roi, SourceRecord]]:
-    """With ``extract.roi: tissue``, each source's mask, written to ``staging/roi/``, and its record."""
-    if params.extract.roi != "tissue":
+    """Each source's region of interest (``extract.roi`` other than ``all``), written to
+    ``staging/roi/``, and its manifest record.
+
+    ``tissue`` masks are computed by the workers; ``mask`` is where the source's label file sets a
+    class (or, with folder labels, where its ROI mask is set); ``tissue+mask`` is where both hold.
+    The saved mask is the one sampling uses.
+    """
+    parts = params.extract.roi.split("+")
+    if params.extract.roi == "all":
         return {}
-    jobs = [MaskJob(source, params.source.max_megapixels) for source in sources]
+    tissue: dict[str, RoiMask] = {}
+    if "tissue" in parts:
+        jobs = [MaskJob(source, params.source.max_megapixels) for source in sources]
+        for source, (png, downsample) in zip(sources, executor.map(mask_job, jobs), strict=True):
+            tissue[source.id] = RoiMask.from_png(png, downsample)
     result = {}
-    for source, (png, downsample) in zip(sources, executor.map(mask_job, jobs), strict=True):
+    for source in sources:
+        mask = tissue.get(source.id)
+        if "mask" in parts:
+            covered = open_labels(source, params.labels, params.source.max_megapixels).coverage()
+            mask = covered if mask is None else mask.intersect(covered)
+            _check_covered(source, mask, "tissue" in parts)
+        assert mask is not None  # "tissue" or "mask" is in parts
+        png = mask.png()
         relative = f"{ROI_FOLDER}/{hashlib.sha256(source.id.encode()).hexdigest()[:16]}.png"
         write_bytes_atomic(staging / relative, png)
         record = dataclasses.replace(
             source.record(),
             roi=relative,
             roi_sha256=hashlib.sha256(png).hexdigest(),
-            roi_downsample=downsample,
+            roi_downsample=mask.downsample,
         )
-        result[source.id] = (Roi(png, downsample, params.extract.min_roi_fraction), record)
+        roi = Roi(png, mask.downsample, params.extract.min_roi_fraction)
+        result[source.id] = (roi, record)
     return result
+
+
+def _check_covered(source: SourceImage, mask: RoiMask, with_tissue: bool) -> None:
+    if mask.mask.any():
+        return
+    labels = source.labels.path if source.labels is not None else "its label file"
+    where = "no tissue inside the area" if with_tissue else "no area"
+    raise SourceError(
+        f"{source.path}: {where} that {labels} labels, so extract.roi: mask leaves nothing to "
+        f"sample; fix the label file or use extract.roi: all"
+    )
 
 
 def _record(source: SourceImage, roi: tuple[Roi, SourceRecord] | None) -> SourceRecord:
@@ -326,13 +373,17 @@ def _record(source: SourceImage, roi: tuple[Roi, SourceRecord] | None) -> Source
 
 
 def _counts(
-    sources: list[SourceImage], counts: list[dict[str, int]], class_names: list[str]
+    done: list[tuple[ShardEntry, tuple[int, ...]]], class_names: list[str]
 ) -> dict[str, SplitCount]:
+    """Patches per split and class, from the shards as written (a patch's label may come from a
+    label file, known only once it is drawn)."""
     result: dict[str, SplitCount] = {}
     for name in SPLITS:
         per_class = dict.fromkeys(class_names, 0)
-        for source, per_split in zip(sources, counts, strict=True):
-            per_class[source.class_name] += per_split[name]
+        for entry, counts in done:
+            if entry.split == name:
+                for class_name, count in zip(class_names, counts, strict=True):
+                    per_class[class_name] += count
         result[name] = SplitCount(total=sum(per_class.values()), per_class=per_class)
     return result
 

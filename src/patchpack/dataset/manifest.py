@@ -136,6 +136,7 @@ class Manifest:
             channels=self.channels,
             split=entry.split,
             class_names=self.class_names,
+            masks=self.params.extract.targets == "mask",
         )
 
     def shard_path(self, entry: ShardEntry) -> Path:
@@ -284,6 +285,10 @@ def current_environment() -> dict[str, str]:
     }
 
 
+def _has(item: object, key: str) -> bool:
+    return isinstance(item, dict) and key in item
+
+
 class _Parser:
     """Validates a parsed manifest; errors name the key and say the dataset cannot be trusted."""
 
@@ -404,8 +409,12 @@ class _Parser:
         if not isinstance(value, list):
             raise self.fail("sources", "a list", value)
         keys = tuple(SourceRecord("", "", 0, 0, "").to_dict())
+        labelled = tuple(SourceRecord("", "", 0, 0, "", labels="", labels_sha256="").to_dict())
         return tuple(
-            self.source(self.mapping(item, f"sources[{i}]", keys), f"sources[{i}]")
+            self.source(
+                self.mapping(item, f"sources[{i}]", labelled if _has(item, "labels") else keys),
+                f"sources[{i}]",
+            )
             for i, item in enumerate(value)
         )
 
@@ -430,6 +439,10 @@ class _Parser:
             roi_downsample=None
             if roi is None
             else self.number(entry["roi_downsample"], f"{key}.roi_downsample"),
+            labels=None if "labels" not in entry else self.string(entry["labels"], f"{key}.labels"),
+            labels_sha256=None
+            if "labels" not in entry
+            else self.string(entry["labels_sha256"], f"{key}.labels_sha256", _HEX64),
         )
 
     def number(self, value: object, key: str) -> float:

@@ -38,10 +38,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from patchpack.dataset.labels import Labeller
 from patchpack.dataset.shards import shard_name
 from patchpack.dataset.sources import SourceImage
 from patchpack.dataset.tissue import Roi
@@ -114,6 +115,21 @@ class ImagePlan:
         return sum(draw.count for draw in self.draws if draw.split == split)
 
 
+class Rows(NamedTuple):
+    """One image's patches in one split, in patch-index order.
+
+    Attributes
+    ----------
+    patch_index : ndarray of shape (n,), int32, the patch numbers
+    coords : ndarray of shape (n, 2), int32, top-left (y, x) at the sampled level
+    labels : ndarray of shape (n,), int32, each patch's class index
+    """
+
+    patch_index: np.ndarray
+    coords: np.ndarray
+    labels: np.ndarray
+
+
 @dataclass(frozen=True)
 class Piece:
     """Rows ``start:stop`` of one image's patches in one split (positions within that split)."""
@@ -147,8 +163,12 @@ def plan_images(
     extract: ExtractParams,
     split: SplitParams,
     rois: Mapping[str, Roi] | None = None,
+    labellers: Mapping[str, Labeller] | None = None,
 ) -> list[ImagePlan]:
     """Decide, for each source, how many patches go to which split and from which region.
+
+    ``labellers`` (per source id, when labels come from label files) decide which grid positions
+    carry a label, hence how many patches grid sampling takes.
 
     Raises
     ------
@@ -188,6 +208,7 @@ def plan_images(
                 split=split,
                 roi=rois.get(source.id),
                 image_split=image_splits.get(source.id),
+                labeller=(labellers or {}).get(source.id),
             )
             for source in sources
         ]
@@ -261,14 +282,28 @@ def grid_positions(rects: Sequence[Rect], patch_size: int, stride: int) -> np.nd
 
 
 def grid_coords(
-    rects: Sequence[Rect], extract: ExtractParams, level_downsample: float, roi: Roi | None
-) -> np.ndarray:
-    """The grid corners inside ``rects`` that the ROI keeps, int32 (n, 2), in (y, x) order."""
+    rects: Sequence[Rect],
+    extract: ExtractParams,
+    level_downsample: float,
+    roi: Roi | None,
+    labeller: Labeller | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The grid corners inside ``rects`` that the ROI keeps and that carry a label.
+
+    Returns
+    -------
+    coords : ndarray of shape (n, 2), int32, (y, x) in grid order
+    labels : ndarray of shape (n,), int32, or None without a ``labeller``
+    """
     corners = grid_positions(rects, extract.patch_size, extract.step())
     if roi is not None and len(corners):
         keep = roi.keep(corners[:, 0], corners[:, 1], extract.patch_size, level_downsample)
         corners = corners[keep]
-    return corners.astype(np.int32)
+    labels = None
+    if labeller is not None:
+        labels = labeller.labels(corners[:, 0], corners[:, 1], extract.patch_size, level_downsample)
+        corners, labels = corners[labels >= 0], labels[labels >= 0]
+    return corners.astype(np.int32), labels
 
 
 def _grid_plan(
@@ -279,8 +314,9 @@ def _grid_plan(
     split: SplitParams,
     roi: Roi | None,
     image_split: str | None,
+    labeller: Labeller | None = None,
 ) -> ImagePlan:
-    """Grid sampling: every grid position (inside the ROI) of each split's rectangles."""
+    """Grid sampling: every grid position (inside the ROI, with a label) of each split's rectangles."""
     whole = (Rect(0, source.size.height, 0, source.size.width),)
     if split.mode == "region":
         regions = region_splits(
@@ -291,14 +327,15 @@ def _grid_plan(
         named = [("*", whole)]
     draws, first = [], 0
     for stream, (name, rects) in enumerate(named, start=1):
-        count = len(grid_coords(rects, extract, source.size.downsample, roi))
+        count = len(grid_coords(rects, extract, source.size.downsample, roi, labeller)[0])
         if count:
             draws.append(Draw(image_split or name, count, first, rects, stream))
         first += count
     if not draws:
         raise SourceError(
-            f"{source.path}: no grid position lies in its region of interest; lower "
-            f"extract.stride or extract.min_roi_fraction, or use extract.roi: all"
+            f"{source.path}: no grid position lies in its region of interest"
+            f"{' with a label' if labeller is not None else ''}; lower extract.stride or "
+            f"extract.min_roi_fraction, or use extract.roi: all"
         )
     return ImagePlan(source=source, draws=tuple(draws), roi=roi)
 
@@ -406,17 +443,21 @@ def draw_coords(
     pixels: Pixels | None = None,
     min_std: float = 0.0,
     max_tries: int = 50,
-) -> np.ndarray:
+    labeller: Labeller | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Top-left corners of ``draw.count`` patches inside ``draw.rects``, drawn from the image's stream.
 
     Candidates are drawn in fixed batches, so the first ``k`` coordinates are the same whatever
     ``count`` is. A candidate is skipped when less than the ROI's minimum fraction of it lies in the
-    image's region of interest (``plan.roi``), or when its pixel standard deviation is below
-    ``min_std`` (this needs ``pixels``: the whole image, or windowed access to it).
+    image's region of interest (``plan.roi``), when the ``labeller`` gives it no label (unlabelled
+    or ambiguous), or when its pixel standard deviation is below ``min_std`` (this needs
+    ``pixels``: the whole image, or windowed access to it). A skipped candidate is replaced by the
+    next one of the same stream, so the result is still a function of the seed and the image.
 
     Returns
     -------
     coords : ndarray of shape (count, 2), int32, (y, x)
+    labels : ndarray of shape (count,), int32, or None without a ``labeller``
 
     Raises
     ------
@@ -433,14 +474,16 @@ def draw_coords(
         raise ValueError("pixels are required when min_std > 0")
     downsample = plan.source.size.downsample
     accepted: list[np.ndarray] = []
+    accepted_labels: list[np.ndarray] = []
     found, tried, budget = 0, 0, draw.count * max_tries
     while found < draw.count:
         if tried >= budget:
             raise SourceError(
                 f"{plan.source.path}: only {found} of {draw.count} {draw.split} patches have pixel "
-                f"std >= extract.min_std={min_std:g}{_roi_words(plan)} after {tried} tries; lower "
-                f"extract.min_std{' or extract.min_roi_fraction' if plan.roi else ''} or the patch "
-                f"count, or remove the image"
+                f"std >= extract.min_std={min_std:g}{_roi_words(plan)}"
+                f"{_label_words(labeller)} after {tried} tries; lower extract.min_std"
+                f"{' or extract.min_roi_fraction' if plan.roi else ''} or the patch count, or "
+                f"remove the image"
             )
         which = rng.choice(len(rects), size=DRAW_BATCH, p=weights)
         low_y, high_y = spans[which, 0], spans[which, 1]
@@ -452,20 +495,31 @@ def draw_coords(
         if plan.roi is not None:
             keep = plan.roi.keep(ys, xs, patch_size, downsample)
             ys, xs = ys[keep], xs[keep]
+        labels = np.zeros(len(ys), np.int32)
+        if labeller is not None and len(ys):
+            labels = labeller.labels(ys, xs, patch_size, downsample)
+            keep = labels >= 0
+            ys, xs, labels = ys[keep], xs[keep], labels[keep]
         if check and pixels is not None and len(ys):
             keep = _kept_by_std(pixels, ys, xs, patch_size, min_std, draw.count - found)
-            ys, xs = ys[keep], xs[keep]
+            ys, xs, labels = ys[keep], xs[keep], labels[keep]
         tried += room
         take = min(len(ys), draw.count - found)
         accepted.append(np.stack([ys[:take], xs[:take]], axis=1))
+        accepted_labels.append(labels[:take])
         found += take
-    return np.concatenate(accepted).astype(np.int32)
+    coords = np.concatenate(accepted).astype(np.int32)
+    return coords, (np.concatenate(accepted_labels) if labeller is not None else None)
 
 
 def _roi_words(plan: ImagePlan) -> str:
     if plan.roi is None:
         return ""
     return f" and lie at least {plan.roi.min_fraction:g} in the region of interest"
+
+
+def _label_words(labeller: Labeller | None) -> str:
+    return "" if labeller is None else " and carry a label (labels.rule, labels.min_fraction)"
 
 
 class WindowStds(Protocol):
@@ -567,22 +621,25 @@ def sample_image(
     split: SplitParams,
     pixels: Pixels | None = None,
     only: str | None = None,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every patch of one image, by split: ``{split: (patch_index, coords)}`` in patch-index order.
+    labeller: Labeller | None = None,
+) -> dict[str, Rows]:
+    """Every patch of one image, by split, in patch-index order.
 
     ``only`` restricts the work to one split (the others are left out of the result).
-
-    ``patch_index`` is an int32 array of shape (n,), ``coords`` an int32 array of shape (n, 2).
     ``pixels`` (shape (height, width, channels)) is needed only when ``extract.min_std > 0``.
+    ``labeller`` labels each patch when labels come from label files; without one every patch
+    takes its image's label (its class folder).
     """
-    rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rows: dict[str, Rows] = {}
     for draw in plan.draws:
         if only is not None and draw.split not in (only, "*"):
             continue
         if extract.sampling == "grid":
-            coords = grid_coords(draw.rects, extract, plan.source.size.downsample, plan.roi)
+            coords, labels = grid_coords(
+                draw.rects, extract, plan.source.size.downsample, plan.roi, labeller
+            )
         else:
-            coords = draw_coords(
+            coords, labels = draw_coords(
                 plan,
                 draw,
                 seed=seed,
@@ -590,13 +647,16 @@ def sample_image(
                 pixels=pixels,
                 min_std=extract.min_std,
                 max_tries=extract.max_tries,
+                labeller=labeller,
             )
+        if labels is None:
+            labels = np.full(len(coords), plan.source.label, np.int32)
         index = np.arange(draw.first_index, draw.first_index + draw.count, dtype=np.int32)
         if draw.split != "*":
-            rows[draw.split] = (index, coords)
+            rows[draw.split] = Rows(index, coords, labels)
             continue
-        labels = patch_splits(plan, seed=seed, fractions=split.fractions)
+        splits = patch_splits(plan, seed=seed, fractions=split.fractions)
         for number, name in enumerate(SPLITS):
-            chosen = labels == number
-            rows[name] = (index[chosen], coords[chosen])
-    return {name: rows[name] for name in SPLITS if name in rows and len(rows[name][0])}
+            chosen = splits == number
+            rows[name] = Rows(index[chosen], coords[chosen], labels[chosen])
+    return {name: rows[name] for name in SPLITS if name in rows and len(rows[name].patch_index)}

@@ -12,6 +12,9 @@ source_index    int32 (n,)              number of the patch's source among this 
 patch_index     int32 (n,)              the patch's number within its source image
 coords          int32 (n, 2)            top-left corner (y, x) of the patch, in level-0 pixels
 levels          int32 (n,)              the pyramid level the patch was cut from
+masks           uint8 (n, h, w)         with ``extract.targets: mask`` only: the class number
+                                        (0 = unlabelled, ``i`` = ``class_names[i - 1]``) under
+                                        each pixel, cut at the same coordinates as the images
 ==============  ======================  ====================================================
 
 Every dataset has the patch count as its first dimension (format 2), so generic HDF5 readers (such
@@ -83,6 +86,7 @@ class ShardData:
     coords : ndarray of shape (n_patches, 2), int32, top-left (y, x) in level-0 pixels
     attrs : dict of the file attributes
     levels : ndarray of shape (n_patches,), int32, the pyramid level of each patch (default 0)
+    masks : ndarray of shape (n_patches, height, width), uint8, or None: segmentation targets
     """
 
     images: np.ndarray
@@ -93,6 +97,7 @@ class ShardData:
     coords: np.ndarray
     attrs: dict[str, Any]
     levels: np.ndarray = None  # type: ignore[assignment]  # filled with zeros when not given
+    masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.levels is None:
@@ -108,7 +113,7 @@ class ShardData:
         """sha256 over the decoded arrays and attributes: equal for equal pixels in any container."""
         digest = hashlib.sha256()
         digest.update(content_hash_json(self.attrs).encode())
-        for name in ARRAYS:
+        for name in self.arrays():
             array = self._array(name)
             digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
             digest.update(np.ascontiguousarray(array).data)  # the buffer: no copy of the pixels
@@ -126,13 +131,20 @@ class ShardData:
             self.levels.tolist(),
             strict=True,
         )
+        masks = self.masks.reshape(len(self), -1) if self.masks is not None else None
         return [
             hashlib.blake2b(
-                rows[row].tobytes() + f"|{label}|{source}|{index}|{y}|{x}|{level}".encode(),
+                rows[row].tobytes()
+                + (b"" if masks is None else masks[row].tobytes())
+                + f"|{label}|{source}|{index}|{y}|{x}|{level}".encode(),
                 digest_size=8,
             ).hexdigest()
             for row, (label, source, index, (y, x), level) in enumerate(provenance)
         ]
+
+    def arrays(self) -> tuple[str, ...]:
+        """The names of the datasets this shard holds, in creation order."""
+        return ARRAYS if self.masks is None else (*ARRAYS, "masks")
 
     def source_rows(self) -> list[str]:
         """The source id of every patch, in row order (what the ``sources`` dataset stores)."""
@@ -160,11 +172,12 @@ class ShardLayout:
     channels: int
     split: str
     class_names: tuple[str, ...]
+    masks: bool = False
 
     def arrays(self) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
         n, side = self.patches, self.patch_size
         int32 = np.dtype(np.int32)
-        return {
+        arrays: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {
             "images": (np.dtype(np.uint8), (n, side, side, self.channels)),
             "labels": (int32, (n,)),
             "source_index": (int32, (n,)),
@@ -172,6 +185,9 @@ class ShardLayout:
             "coords": (int32, (n, 2)),
             "levels": (int32, (n,)),
         }
+        if self.masks:
+            arrays["masks"] = (np.dtype(np.uint8), (n, side, side))
+        return arrays
 
     def check_file(self, h5: h5py.File, path: Path) -> None:
         """Shapes, dtypes and attributes, from HDF5 metadata only."""
@@ -185,6 +201,10 @@ class ShardLayout:
                     f"{name} is {found.dtype} of shape {found.shape}, the manifest says "
                     f"{dtype} of shape {shape}",
                 )
+        if not self.masks and "masks" in h5:
+            raise _damaged(
+                path, "it has a masks dataset, but the manifest says extract.targets: none"
+            )
         sources = h5.get("sources")
         if (
             not isinstance(sources, h5py.Dataset)
@@ -289,6 +309,10 @@ def shard_bytes(data: ShardData, *, chunk_patches: int, compression: str, level:
         h5.create_dataset("patch_index", data=data.patch_index, track_times=False)
         h5.create_dataset("coords", data=data.coords, track_times=False)
         h5.create_dataset("levels", data=data.levels.astype(np.int32), track_times=False)
+        if data.masks is not None:
+            h5.create_dataset(
+                "masks", data=data.masks, chunks=chunks[:3], track_times=False, **options
+            )
         h5.flush()
         image: bytes = h5.id.get_file_image()
     return image
@@ -330,6 +354,7 @@ def read_shard(path: Path, layout: ShardLayout | None = None) -> ShardData:
                 coords=h5["coords"][()],
                 attrs=attrs,
                 levels=h5["levels"][()],
+                masks=h5["masks"][()] if "masks" in h5 else None,
             )
     except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"{path}: unreadable shard ({exc}); run patchpack verify") from exc
@@ -384,6 +409,20 @@ class ShardReader:
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Patches ``start:stop`` as ``(images, labels)``; images of shape (n, h, w, c), uint8."""
         return self._images[start:stop], self._labels[start:stop]
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the shard holds segmentation targets (``extract.targets: mask``)."""
+        return "masks" in self._h5
+
+    def read_masks(self, start: int, stop: int) -> np.ndarray:
+        """The mask targets of patches ``start:stop``, uint8 of shape (n, h, w)."""
+        if not self.has_masks:
+            raise IntegrityError(
+                f"{self.path}: the shard holds no masks; extract with extract.targets: mask"
+            )
+        masks: np.ndarray = self._h5["masks"][start:stop]
+        return masks
 
     def take(self, rows: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Patches at ``rows`` (any order, repeats allowed) as ``(images, labels)``."""

@@ -101,9 +101,19 @@ class SourceRecord:
     roi: str | None = None
     roi_sha256: str | None = None
     roi_downsample: float | None = None
+    labels: str | None = None
+    labels_sha256: str | None = None
 
     def to_dict(self) -> dict[str, object]:
+        """The manifest's entry; ``labels`` and ``labels_sha256`` appear only for sources that have
+        a label file, so manifests of folder-labelled datasets keep their bytes."""
+        labels = (
+            {"labels": self.labels, "labels_sha256": self.labels_sha256}
+            if self.labels is not None
+            else {}
+        )
         return {
+            **labels,
             "id": self.id,
             "class": self.class_name,
             "width": self.width,
@@ -117,6 +127,26 @@ class SourceRecord:
             "roi_sha256": self.roi_sha256,
             "roi_downsample": self.roi_downsample,
         }
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """A source's label file (see :mod:`patchpack.dataset.labels`), as the catalog found it.
+
+    Attributes
+    ----------
+    kind : str, ``mask`` (a raster) or ``annotations`` (GeoJSON)
+    path : Path, where the file is now (not recorded in the manifest)
+    relative : str, its path relative to ``labels.dir``, POSIX form (recorded in the manifest)
+    sha256 : str, of the file's bytes
+    downsample : float, level-0 pixels per raster pixel (1.0 for annotations)
+    """
+
+    kind: str
+    path: Path
+    relative: str
+    sha256: str
+    downsample: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +165,7 @@ class SourceImage:
     levels : tuple of Level, the pyramid, level 0 first
     mpp : float or None, microns per pixel at level 0, when the file says
     level : int, the level patches are cut from (``source.level`` or the one closest to ``source.mpp``)
+    labels : LabelFile or None, its label file, when labels or the ROI come from label files
     """
 
     id: str
@@ -148,6 +179,7 @@ class SourceImage:
     levels: tuple[Level, ...] = ()
     mpp: float | None = None
     level: int = 0
+    labels: LabelFile | None = None
 
     @property
     def size(self) -> Level:
@@ -166,15 +198,24 @@ class SourceImage:
             level=self.level,
             downsample=self.size.downsample,
             mpp=self.mpp,
+            labels=None if self.labels is None else self.labels.relative,
+            labels_sha256=None if self.labels is None else self.labels.sha256,
         )
 
 
 def catalog(
-    folder: str | Path, *, max_megapixels: float, level: int = 0, mpp: float | None = None
+    folder: str | Path,
+    *,
+    max_megapixels: float,
+    level: int = 0,
+    mpp: float | None = None,
+    by_folder: bool = True,
 ) -> tuple[list[str], list[SourceImage]]:
     """Discover, label and check every image under ``folder``.
 
     Every image's header is read here, before anything is written, so a bad file fails the run early.
+    With ``by_folder=False`` (labels from label files) images may lie anywhere below ``folder``;
+    they get the empty class name and label 0, and no class names are returned.
 
     Returns
     -------
@@ -198,6 +239,8 @@ def catalog(
         raise SourceError(
             f"{root}: source is not a folder; point source.dir at a folder of class subfolders"
         )
+    if not by_folder:
+        return [], _unlabelled(root, max_megapixels, level, mpp)
     classes = _class_folders(root)
     sources: list[SourceImage] = []
     for label, (name, directory) in enumerate(classes):
@@ -212,6 +255,22 @@ def catalog(
     sources.sort(key=lambda source: source.id)
     _refuse_duplicates(sources)
     return [name for name, _ in classes], sources
+
+
+def _unlabelled(
+    root: Path, max_megapixels: float, level: int, mpp: float | None
+) -> list[SourceImage]:
+    """Every image below ``root``, in any folder, for labels that come from label files."""
+    files = _class_files(root, root)
+    if not files:
+        raise SourceError(f"{root}: source folder holds no images; add images or fix source.dir")
+    sources = []
+    for path in files:
+        source = _inspect(root, path, 0, "", max_megapixels)
+        sources.append(dataclasses.replace(source, level=choose_level(source, level, mpp)))
+    sources.sort(key=lambda source: source.id)
+    _refuse_duplicates(sources)
+    return sources
 
 
 def _class_folders(root: Path) -> list[tuple[str, Path]]:
@@ -488,6 +547,23 @@ def load_pixels(source: SourceImage, channels: int, max_megapixels: float) -> np
 
 
 _HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def check_file(path: Path, sha256: str, what: str = "source") -> None:
+    """Refuse a file whose bytes are not those the catalog hashed (changed, or a stale copy)."""
+    try:
+        digest = source_sha256(path)
+    except OSError as exc:
+        raise SourceError(
+            f"{path}: cannot read the {what} ({exc.strerror}); every worker needs the source "
+            f"and label folders at the same path"
+        ) from exc
+    if digest != sha256:
+        raise SourceError(
+            f"{path}: its bytes differ from those the catalog hashed (sha256 {sha256[:16]}...): "
+            f"the file changed, or this node holds another copy; give every worker the same "
+            f"sources and run again"
+        )
 
 
 def source_sha256(path: Path) -> str:

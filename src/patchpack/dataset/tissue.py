@@ -77,6 +77,15 @@ class RoiMask:
         Image.fromarray(self.mask).convert("1").save(buffer, format="PNG", optimize=False)
         return buffer.getvalue()
 
+    def intersect(self, other: RoiMask) -> RoiMask:
+        """Where both masks are set, on this mask's grid (``other`` read under its pixel centres)."""
+        height, width = self.mask.shape
+        centres_y = (np.arange(height) + 0.5) * self.downsample / other.downsample
+        centres_x = (np.arange(width) + 0.5) * self.downsample / other.downsample
+        rows = np.clip(np.floor(centres_y).astype(np.int64), 0, other.mask.shape[0] - 1)
+        cols = np.clip(np.floor(centres_x).astype(np.int64), 0, other.mask.shape[1] - 1)
+        return RoiMask(self.mask & other.mask[rows[:, None], cols[None, :]], self.downsample)
+
     @classmethod
     def from_png(cls, data: bytes, downsample: float) -> RoiMask:
         with Image.open(io.BytesIO(data)) as image:

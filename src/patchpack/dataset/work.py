@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
+from patchpack.dataset.labels import Labeller, open_labels
 from patchpack.dataset.manifest import ShardEntry
-from patchpack.dataset.plan import ImagePlan, ShardSpec, sample_image
+from patchpack.dataset.plan import ImagePlan, Rows, ShardSpec, sample_image
 from patchpack.dataset.readers import Reader
 from patchpack.dataset.shards import FORMAT_VERSION, ShardData, read_shard, shard_bytes
-from patchpack.dataset.sources import SourceImage, load_pixels, reader_for, source_sha256
+from patchpack.dataset.sources import SourceImage, check_file, load_pixels, reader_for
 from patchpack.dataset.tissue import RoiMask, low_resolution_view, tissue_mask
 from patchpack.errors import IntegrityError, SourceError
 from patchpack.params import SPLITS, Params
@@ -56,7 +57,8 @@ class Task:
     jobs: tuple[Job, ...]
 
 
-Result = tuple[int, ShardEntry, bytes | None]
+# (position in the canonical shard order, manifest entry, shard bytes when gathering, patches per class)
+Result = tuple[int, ShardEntry, bytes | None, tuple[int, ...]]
 
 
 def plan_tasks(jobs: Sequence[Job], workers: int) -> list[Task]:
@@ -116,9 +118,10 @@ def mask_job(job: MaskJob) -> tuple[bytes, float]:
     return RoiMask(mask, downsample).png(), downsample
 
 
-def write_job(job: Job) -> tuple[ShardEntry, bytes | None]:
+def write_job(job: Job) -> tuple[ShardEntry, bytes | None, tuple[int, ...]]:
     """Build one shard and write it to staging (or reuse a complete staged one); with ``job.gather``
-    return its bytes instead. Returns the manifest entry and the bytes (``None`` when written)."""
+    return its bytes instead. Returns the manifest entry, the bytes (``None`` when written) and the
+    shard's patches per class (labels from label files are known only once patches are drawn)."""
     path = job.staging / job.spec.path
     if not job.gather and path.exists():
         try:
@@ -127,7 +130,8 @@ def write_job(job: Job) -> tuple[ShardEntry, bytes | None]:
             path.unlink()
         else:
             if len(data) == job.spec.patches:
-                return ShardEntry.of(job.spec.path, job.spec.split, path, data), None
+                entry = ShardEntry.of(job.spec.path, job.spec.split, path, data)
+                return entry, None, _per_class(data, job.class_names)
             path.unlink()
     data = build_shard(job)
     shards = job.params.shards
@@ -137,10 +141,16 @@ def write_job(job: Job) -> tuple[ShardEntry, bytes | None]:
     entry = ShardEntry.of_bytes(
         job.spec.path, job.spec.split, hashlib.sha256(image).hexdigest(), data
     )
+    per_class = _per_class(data, job.class_names)
     if job.gather:
-        return entry, image
+        return entry, image, per_class
     write_bytes_atomic(path, image)
-    return entry, None
+    return entry, None, per_class
+
+
+def _per_class(data: ShardData, class_names: Sequence[str]) -> tuple[int, ...]:
+    counts = np.bincount(data.labels, minlength=len(class_names))[: len(class_names)]
+    return tuple(int(count) for count in counts)
 
 
 def build_shard(job: Job) -> ShardData:
@@ -152,20 +162,33 @@ def build_shard(job: Job) -> ShardData:
     size = params.extract.patch_size
     split = job.spec.split
     images = np.empty((job.spec.patches, size, size, params.source.channels), np.uint8)
+    masks = (
+        np.empty((job.spec.patches, size, size), np.uint8)
+        if params.extract.targets == "mask"
+        else None
+    )
     sources: list[str] = []
     labels, source_index, patch_index, coords, levels = [], [], [], [], []
     row = 0
     for piece in job.spec.pieces:
         plan = job.plans[piece.image]
         pixels = _pixels(plan.source, params.source.channels, params.source.max_megapixels)
-        index, xy = _rows(plan, split, params, pixels)
-        index, xy = index[piece.start : piece.stop], xy[piece.start : piece.stop]
+        labeller = _labeller(plan.source, params)
+        rows = _rows(plan, split, params, pixels, labeller)
+        index, xy = (
+            rows.patch_index[piece.start : piece.stop],
+            rows.coords[piece.start : piece.stop],
+        )
         n = len(index)
         _cut_into(images[row : row + n], pixels, xy, size)
+        if masks is not None and labeller is not None:
+            downsample = plan.source.size.downsample
+            for offset, (y, x) in enumerate(xy.tolist()):
+                masks[row + offset] = labeller.target(y, x, size, downsample)
         row += n
         if not sources or sources[-1] != plan.source.id:
             sources.append(plan.source.id)
-        labels.append(np.full(n, plan.source.label, np.int32))
+        labels.append(rows.labels[piece.start : piece.stop])
         source_index.append(np.full(n, len(sources) - 1, np.int32))
         patch_index.append(index)
         coords.append(np.round(xy.astype(np.float64) * plan.source.size.downsample))
@@ -185,7 +208,15 @@ def build_shard(job: Job) -> ShardData:
             "split": split,
         },
         levels=np.concatenate(levels),
+        masks=masks,
     )
+
+
+def _labeller(source: SourceImage, params: Params) -> Labeller | None:
+    """The source's labeller when labels come from label files (checked against its sha256)."""
+    if not params.labels.per_patch:
+        return None
+    return open_labels(source, params.labels, params.source.max_megapixels)
 
 
 class Windows:
@@ -260,19 +291,7 @@ def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.nda
 
 def check_source(source: SourceImage) -> None:
     """Refuse a source file whose bytes are not those the catalog hashed (changed, or a stale copy)."""
-    try:
-        digest = source_sha256(source.path)
-    except OSError as exc:
-        raise SourceError(
-            f"{source.path}: cannot read the source ({exc.strerror}); every worker needs the "
-            f"source folder at the same path"
-        ) from exc
-    if digest != source.sha256:
-        raise SourceError(
-            f"{source.path}: its bytes differ from those the catalog hashed (sha256 "
-            f"{source.sha256[:16]}...): the file changed, or this node holds another copy; "
-            f"give every worker the same sources and run again"
-        )
+    check_file(source.path, source.sha256)
 
 
 def _size(value: np.ndarray | Windows) -> int:
@@ -299,9 +318,7 @@ class _Caches(threading.local):
         self.pixels: collections.OrderedDict[
             tuple[SourceImage, int, float], np.ndarray | Windows
         ] = collections.OrderedDict()
-        self.rows: collections.OrderedDict[Any, tuple[np.ndarray, np.ndarray]] = (
-            collections.OrderedDict()
-        )
+        self.rows: collections.OrderedDict[Any, Rows] = collections.OrderedDict()
 
 
 _CACHES = _Caches()
@@ -312,10 +329,22 @@ def _caches() -> _Caches:
 
 
 def _rows(
-    plan: ImagePlan, split: str, params: Params, pixels: np.ndarray | Windows
-) -> tuple[np.ndarray, np.ndarray]:
-    """One image's (patch_index, coords) in one split; kept while its shards are being written."""
-    key = (plan, split, params.seed, params.extract, params.split, params.source.channels)
+    plan: ImagePlan,
+    split: str,
+    params: Params,
+    pixels: np.ndarray | Windows,
+    labeller: Labeller | None,
+) -> Rows:
+    """One image's patches in one split; kept while its shards are being written."""
+    key = (
+        plan,
+        split,
+        params.seed,
+        params.extract,
+        params.split,
+        params.labels,
+        params.source.channels,
+    )
     cache = _caches().rows
     rows = cache.pop(key, None)
     if rows is None:
@@ -326,6 +355,7 @@ def _rows(
             split=params.split,
             pixels=pixels,
             only=split,
+            labeller=labeller,
         )[split]
     cache[key] = rows
     while len(cache) > ROWS_CACHE:
