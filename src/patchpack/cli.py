@@ -20,18 +20,27 @@ DEFAULT_REMOTE = "storage"  # the DVC remote name `patchpack remote` configures
 
 
 def _params(args: argparse.Namespace) -> Params:
-    return load_params(args.params, source_dir=getattr(args, "source", None))
+    return load_params(
+        args.params,
+        source_dir=getattr(args, "source", None),
+        labels_dir=getattr(args, "labels", None),
+    )
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    from patchpack.dataset.sources import export_demo, export_demo_slide
+    from patchpack.dataset.sources import export_demo, export_demo_labels, export_demo_slide
 
     if args.slide:
         path = export_demo_slide(Path(args.out), side=args.side)
         print(
             f"wrote the demo slide ({args.side}x{args.side}, pyramidal JPEG-tiled BigTIFF) to {path}"
         )
+        if args.labels:
+            for label_file in export_demo_labels(Path(args.labels), side=args.side):
+                print(f"wrote {label_file}")
         return 0
+    if args.labels:
+        raise ConfigError("--labels goes with --slide: the demo labels describe the demo slide")
     written = export_demo(Path(args.out))
     print(f"wrote {len(written)} demo images to {args.out}")
     return 0
@@ -231,12 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=20480,
         help="demo slide side in pixels (default 20480)",
     )
+    sub.add_argument(
+        "--labels",
+        metavar="DIR",
+        help="with --slide: also write its regions as DIR/demo/slide.geojson and slide.png",
+    )
 
     sub = verb("extract", cmd_extract, "extract seeded patches into HDF5 shards and a manifest")
     _with_params(sub)
     sub.add_argument(
         "--source", help="image folder, one subfolder per class (overrides source.dir)"
     )
+    sub.add_argument("--labels", help="label files' folder (overrides labels.dir)")
     sub.add_argument(
         "--out", default=str(DEFAULT_DATA), help="dataset folder (default: data/patches)"
     )
@@ -267,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rebuild", action="store_true", help="regenerate into a temporary folder and compare"
     )
     sub.add_argument("--source", help="image folder for --rebuild (overrides source.dir)")
+    sub.add_argument("--labels", help="label files' folder for --rebuild (overrides labels.dir)")
     sub.add_argument("--workers", type=_positive_int, default=1, help="processes for --rebuild")
     sub.add_argument(
         "--pixels-only",

@@ -1,4 +1,8 @@
-"""Contact sheets: a PNG of sample patches per class (rows) and split (column groups)."""
+"""Contact sheets: a PNG of sample patches per class (rows) and split (column groups).
+
+A dataset with mask targets (``extract.targets: mask``) shows each patch with its mask laid over it:
+every class number in its own colour at ``OVERLAY_ALPHA``, unlabelled pixels left as they are.
+"""
 
 from __future__ import annotations
 
@@ -18,14 +22,22 @@ CELL = 64  # patches are scaled (nearest neighbour) to at least this many pixels
 GAP = 4
 LABEL_WIDTH = 96
 HEADER = 18
+OVERLAY_ALPHA = 0.45
+# one colour per class number 1.. (repeated past ten classes); 0 (unlabelled) is never painted
+PALETTE = np.array(
+    [[228, 26, 28], [55, 126, 184], [77, 175, 74], [152, 78, 163], [255, 127, 0],
+     [255, 255, 51], [166, 86, 40], [247, 129, 191], [153, 153, 153], [0, 206, 209]],
+    np.float64,
+)  # fmt: skip
 
 
 def sample_patches(folder: Path, per_cell: int) -> dict[tuple[str, int], np.ndarray]:
-    """Up to ``per_cell`` patches for each (split, label), evenly spaced through the split's rows.
+    """Up to ``per_cell`` patches for each (split, label), evenly spaced through the split's rows,
+    with their masks laid over them when the dataset has mask targets.
 
     Returns
     -------
-    samples : dict of (split, label) -> ndarray of shape (k, h, w, c), uint8
+    samples : dict of (split, label) -> ndarray of shape (k, h, w, c), uint8 (c is 3 with masks)
     """
     manifest = load_manifest(folder)
     labels = range(len(manifest.class_names))
@@ -41,12 +53,24 @@ def sample_patches(folder: Path, per_cell: int) -> dict[tuple[str, int], np.ndar
                     if len(found) >= per_cell or len(rows) == 0:
                         continue
                     step = max(1, len(rows) // per_cell)
-                    images, _ = reader.take(rows[::step][: per_cell - len(found)])
+                    chosen = rows[::step][: per_cell - len(found)]
+                    images, _ = reader.take(chosen)
+                    if reader.has_masks:
+                        images = overlay(images, reader.take_masks(chosen))
                     found.extend(images)
         for label, found in picked.items():
             if found:
                 samples[split, label] = np.stack(found)
     return samples
+
+
+def overlay(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``images`` (n, h, w, c) as RGB with each class of ``masks`` (n, h, w) tinted in its colour."""
+    rgb = np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images
+    colours = PALETTE[(masks.astype(np.int64) - 1) % len(PALETTE)]
+    blended = rgb * (1 - OVERLAY_ALPHA) + colours * OVERLAY_ALPHA
+    painted = np.where((masks > 0)[..., None], np.round(blended), rgb)
+    return painted.astype(np.uint8)
 
 
 def contact_sheet(folder: Path, out: Path, *, per_cell: int = 8) -> Path:

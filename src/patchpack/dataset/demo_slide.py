@@ -122,3 +122,76 @@ def write_demo_slide(path: Path, photographs: list[np.ndarray], *, side: int) ->
                 **options,
             )
     return path
+
+
+# The demo labels: each photograph's square is one region, classified by the photograph's name and
+# snapped inward to multiples of LABEL_DOWNSAMPLE, so the label raster (one pixel per
+# LABEL_DOWNSAMPLE x LABEL_DOWNSAMPLE level-0 pixels) draws exactly the regions the GeoJSON describes.
+LABEL_DOWNSAMPLE = 16
+
+
+def demo_regions(side: int, count: int) -> list[tuple[int, int, int, int]]:
+    """Level-0 ``(x0, y0, x1, y1)`` of each photograph's labelled square on a ``side`` slide."""
+    cell = side // 3
+    magnify = max(1, int(cell * 0.8) // 256)
+    extent = 256 * magnify
+    offset = (cell - extent) // 2
+    step = LABEL_DOWNSAMPLE
+    regions = []
+    for number in range(count):
+        grid_y, grid_x = divmod(number if number < 4 else number + 1, 3)
+        x0, y0 = grid_x * cell + offset, grid_y * cell + offset
+        regions.append(
+            (-(-x0 // step) * step, -(-y0 // step) * step,
+             (x0 + extent) // step * step, (y0 + extent) // step * step)
+        )  # fmt: skip
+    return regions
+
+
+def demo_geojson(names: list[str], side: int) -> dict[str, Any]:
+    """The regions as QuPath exports annotations: a FeatureCollection of classified polygons."""
+    features = []
+    for number, (name, (x0, y0, x1, y1)) in enumerate(
+        zip(names, demo_regions(side, len(names)), strict=True)
+    ):
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        features.append(
+            {
+                "type": "Feature",
+                "id": f"demo-region-{number}",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"name": name, "color": [160, 60 + 20 * number, 120]},
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def demo_raster(names: list[str], side: int) -> np.ndarray:
+    """The same regions as class numbers (1..K, 0 = none), one pixel per ``LABEL_DOWNSAMPLE``."""
+    size = -(-side // LABEL_DOWNSAMPLE)
+    raster = np.zeros((size, size), np.uint8)
+    for number, (x0, y0, x1, y1) in enumerate(demo_regions(side, len(names)), start=1):
+        step = LABEL_DOWNSAMPLE
+        raster[y0 // step : y1 // step, x0 // step : x1 // step] = number
+    return raster
+
+
+def write_demo_labels(folder: Path, names: list[str], *, side: int) -> list[Path]:
+    """Write ``folder/demo/slide.geojson`` and ``folder/demo/slide.png`` (a palette raster)."""
+    import json
+
+    geojson = folder / "demo" / "slide.geojson"
+    with atomic_output(geojson) as tmp:
+        tmp.write_text(json.dumps(demo_geojson(names, side), indent=1) + "\n", encoding="utf-8")
+    png = folder / "demo" / "slide.png"
+    image = Image.fromarray(demo_raster(names, side)).convert("P")
+    palette = [0, 0, 0] + [
+        channel for n in range(len(names)) for channel in (160, 60 + 20 * n, 120)
+    ]
+    image.putpalette(palette + [0] * (768 - len(palette)))
+    with atomic_output(png) as tmp:
+        image.save(tmp, format="PNG", optimize=False)
+    return [geojson, png]

@@ -24,7 +24,9 @@ A GeoJSON FeatureCollection in level-0 pixel coordinates; each feature is a Poly
 whose class is ``properties.classification.name``. Invalid geometry is repaired with shapely's
 ``make_valid`` (and reported). Where regions of different classes overlap, the class listed later in
 ``labels.classes`` wins, as when painting them in that order, so every point has at most one class.
-The regions are indexed with shapely's STRtree.
+A point on a region's edge belongs to the region right of and below it, as a raster pixel does
+(points are nudged by ``EDGE_NUDGE`` pixels before the test), so annotations and a raster that
+draws them on its pixel grid give the same labels. The regions are indexed with shapely's STRtree.
 
 The label of a patch
 --------------------
@@ -60,6 +62,9 @@ MASK_SUFFIXES = (".png", ".tif", ".tiff")
 ANNOTATION_SUFFIXES = (".geojson", ".json")
 COVERAGE_SIDE = 1024  # longer side of the mask that ``extract.roi: mask`` samples in
 MAX_ANNOTATION_BYTES = 1 << 30
+EDGE_NUDGE = (
+    1e-6  # pixels: far below any pixel, far above float64 rounding at gigapixel coordinates
+)
 
 
 class Labeller(Protocol):
@@ -544,7 +549,7 @@ class AnnotationLabels:
 
         result = np.zeros(len(ys), np.int64)
         if len(ys) and len(self.parts):
-            points = shapely.points(xs, ys)
+            points = shapely.points(xs + EDGE_NUDGE, ys + EDGE_NUDGE)
             inside, part = self.tree.query(points, predicate="within")
             result[inside] = self.numbers[part]
         return result
@@ -576,7 +581,7 @@ class AnnotationLabels:
         y0, x0, side = y * downsample, x * downsample, size * downsample
         hits = self.tree.query(shapely.box(x0, y0, x0 + side, y0 + side), predicate="intersects")
         if len(hits):
-            centres = (np.arange(size) + 0.5) * downsample
+            centres = (np.arange(size) + 0.5) * downsample + EDGE_NUDGE
             gy, gx = np.meshgrid(y0 + centres, x0 + centres, indexing="ij")
             for part in np.sort(hits):
                 inside = shapely.contains_xy(self.parts[part], gx, gy)

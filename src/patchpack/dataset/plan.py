@@ -481,9 +481,9 @@ def draw_coords(
             raise SourceError(
                 f"{plan.source.path}: only {found} of {draw.count} {draw.split} patches have pixel "
                 f"std >= extract.min_std={min_std:g}{_roi_words(plan)}"
-                f"{_label_words(labeller)} after {tried} tries; lower extract.min_std"
-                f"{' or extract.min_roi_fraction' if plan.roi else ''} or the patch count, or "
-                f"remove the image"
+                f"{' and carry a label' if labeller else ''} after {tried} tries; lower "
+                f"extract.min_std{' or extract.min_roi_fraction' if plan.roi else ''} or the "
+                f"patch count{_label_advice(plan, labeller)}, or remove the image"
             )
         which = rng.choice(len(rects), size=DRAW_BATCH, p=weights)
         low_y, high_y = spans[which, 0], spans[which, 1]
@@ -518,8 +518,12 @@ def _roi_words(plan: ImagePlan) -> str:
     return f" and lie at least {plan.roi.min_fraction:g} in the region of interest"
 
 
-def _label_words(labeller: Labeller | None) -> str:
-    return "" if labeller is None else " and carry a label (labels.rule, labels.min_fraction)"
+def _label_advice(plan: ImagePlan, labeller: Labeller | None) -> str:
+    if labeller is None:
+        return ""
+    if plan.roi is None:
+        return ", set extract.roi: mask so that every split draws from labelled area"
+    return ", or label more of the image"
 
 
 class WindowStds(Protocol):

@@ -434,6 +434,15 @@ class ShardReader:
         block = self._images[lo:hi]
         return block[rows - lo], self._labels[rows]
 
+    def take_masks(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The mask targets at ``rows`` (as :meth:`take`), uint8 of shape (n, h, w)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return np.empty((0, *self._images.shape[1:3]), np.uint8)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        taken: np.ndarray = self.read_masks(lo, hi)[rows - lo]
+        return taken
+
     def close(self) -> None:
         self._h5.close()
 

@@ -661,3 +661,19 @@ def export_demo_slide(out: Path, *, side: int = 20480) -> Path:
         )
     photographs = tinted_photographs(demo_folder(), [name for _, name in DEMO_IMAGES])
     return write_demo_slide(out / DEMO_SLIDE, photographs, side=side)
+
+
+DEMO_CLASSES = tuple(class_name for class_name, _ in DEMO_IMAGES)
+
+
+def export_demo_labels(out: Path, *, side: int = 20480) -> list[Path]:
+    """Write the demo slide's regions (one per photograph, classed by its name) to ``out/demo/``:
+    ``slide.geojson`` (as QuPath exports annotations) and ``slide.png`` (the same as a raster)."""
+    from patchpack.dataset.demo_slide import write_demo_labels
+
+    out = Path(out)
+    if out.exists() and any(entry.name != "demo" for entry in out.iterdir()):
+        raise SourceError(
+            f"{out}: folder exists and holds more than the demo labels; choose an empty or new folder"
+        )
+    return write_demo_labels(out, list(DEMO_CLASSES), side=side)

@@ -93,7 +93,12 @@ def evaluate_model(
             )
         labels, probabilities, speed = predict(
             model,
-            test.batches(settings.batch_size, shuffle=False, workers=params.train.loader_workers),
+            test.batches(
+                settings.batch_size,
+                shuffle=False,
+                workers=params.train.loader_workers,
+                targets="labels",
+            ),
         )
         class_names = dataset.class_names
         manifest = dataset.manifest

@@ -7,6 +7,10 @@
         for images, labels in train.batches(batch_size=64, seed=0, epoch=0):
             ...  # images: uint8 (n, h, w, c); labels: int32 (n,)
 
+A dataset extracted with ``extract.targets: mask`` yields ``(images, masks)`` instead, masks uint8
+(n, h, w) of class numbers (0 = unlabelled, ``i`` = ``class_names[i - 1]``); pass
+``targets="labels"`` for the patch labels.
+
 Frameworks get thin adapters beside this module: :mod:`patchpack.training.keras_adapter` wraps a
 :class:`Split` as a ``keras.utils.PyDataset``.
 
@@ -61,6 +65,8 @@ from patchpack.params import SPLITS, ShardParams
 DEFAULT_BUFFER_BYTES = 16 * 2**20
 DEFAULT_CACHE_GROUPS = 3
 
+TARGETS = ("auto", "labels", "masks")
+
 # Streams of the per-epoch generators: default_rng([seed, epoch, STREAM, ...]).
 _WINDOW_STREAM = 0
 _GROUP_STREAM = 1
@@ -83,6 +89,10 @@ class BatchOptions:
     shuffle_buffer : int, optional
         Patches shuffled together in memory (see the module docstring); default: as many as fill
         16 MiB.
+    targets : {"auto", "labels", "masks"}, default "auto"
+        What each batch pairs with the images: class labels, int32 (n,), or mask targets, uint8
+        (n, h, w) (datasets extracted with ``extract.targets: mask``); ``auto`` takes the masks
+        when the dataset has them and the labels otherwise.
     """
 
     batch_size: int
@@ -91,6 +101,7 @@ class BatchOptions:
     shuffle: bool = True
     workers: int = 2
     shuffle_buffer: int | None = None
+    targets: str = "auto"
 
     def __post_init__(self) -> None:
         size = self.batch_size
@@ -98,6 +109,10 @@ class BatchOptions:
             raise ValueError(f"batch_size must be a positive integer (received {size!r})")
         if self.workers < 0:
             raise ValueError(f"workers must be 0 or more (received {self.workers!r})")
+        if self.targets not in TARGETS:
+            raise ValueError(
+                f"targets must be one of {', '.join(TARGETS)} (received {self.targets!r})"
+            )
 
     def next_epoch(self) -> BatchOptions:
         """The same options for the following epoch."""
@@ -297,6 +312,11 @@ class Split:
         self.patch_bytes = patch_bytes
 
     @property
+    def has_masks(self) -> bool:
+        """Whether the split's shards hold mask targets (``extract.targets: mask``)."""
+        return bool(self.readers) and all(reader.has_masks for reader in self.readers)
+
+    @property
     def sizes(self) -> list[int]:
         """Patches in each shard, in canonical shard order."""
         return [len(reader) for reader in self.readers]
@@ -345,15 +365,18 @@ class Split:
         shuffle: bool = True,
         workers: int = 2,
         shuffle_buffer: int | None = None,
+        targets: str = "auto",
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield one epoch as ``(images, labels)`` batches; the arguments are :class:`BatchOptions`.
+        """Yield one epoch as ``(images, targets)`` batches; the arguments are :class:`BatchOptions`.
 
         Yields
         ------
         images : ndarray of shape (n, height, width, n_channels), uint8
-        labels : ndarray of shape (n,), int32
+        targets : ndarray of shape (n,), int32 (labels), or of shape (n, height, width), uint8
+            (masks, for a dataset extracted with ``extract.targets: mask``, unless
+            ``targets="labels"``)
         """
-        options = BatchOptions(batch_size, seed, epoch, shuffle, workers, shuffle_buffer)
+        options = BatchOptions(batch_size, seed, epoch, shuffle, workers, shuffle_buffer, targets)
         return self.iter_epoch(options)
 
     def iter_epoch(self, options: BatchOptions) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -384,7 +407,13 @@ class Split:
             shuffle_buffer=options.shuffle_buffer,
         )
         cache = max(DEFAULT_CACHE_GROUPS, options.workers + 2)
-        return BatchSource(self, plan, options.batch_size, cache_groups=cache)
+        masks = options.targets == "masks" or (options.targets == "auto" and self.has_masks)
+        if masks and not self.has_masks:
+            raise ValueError(
+                f"the {self.name} split holds no mask targets; extract with extract.targets: mask "
+                f"or ask for targets='labels'"
+            )
+        return BatchSource(self, plan, options.batch_size, cache_groups=cache, masks=masks)
 
     def close(self) -> None:
         for reader in self.readers:
@@ -403,9 +432,16 @@ class BatchSource:
     """Batches of one epoch plan, by index, thread-safe; reads each group once while it is cached."""
 
     def __init__(
-        self, split: Split, plan: EpochPlan, batch_size: int, *, cache_groups: int
+        self,
+        split: Split,
+        plan: EpochPlan,
+        batch_size: int,
+        *,
+        cache_groups: int,
+        masks: bool = False,
     ) -> None:
         self.split = split
+        self.masks = masks
         self.plan = plan
         self.batch_size = batch_size
         self.num_batches = math.ceil(len(plan) / batch_size)
@@ -461,11 +497,16 @@ class BatchSource:
         images_parts: list[Any] = []
         labels_parts: list[Any] = []
         for window in windows:
-            images, labels = self.split.readers[window.shard].read(window.start, window.stop)
+            reader = self.split.readers[window.shard]
+            images, labels = reader.read(window.start, window.stop)
             images_parts.append(images)
-            labels_parts.append(labels)
+            labels_parts.append(
+                reader.read_masks(window.start, window.stop) if self.masks else labels
+            )
         images = np.concatenate(images_parts) if len(images_parts) > 1 else images_parts[0]
-        labels = np.concatenate(labels_parts).astype(np.int32, copy=False)
+        labels = np.concatenate(labels_parts)
+        if not self.masks:
+            labels = labels.astype(np.int32, copy=False)
         perm = self.plan.permutation(group)
         if perm is not None:
             images, labels = images[perm], labels[perm]

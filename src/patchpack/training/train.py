@@ -241,7 +241,7 @@ def _fit(
 
 def _recalibration_inputs(split: Split, batch_size: int, seed: int) -> Iterator[np.ndarray]:
     """The images of epoch 0's first batches (a shuffled sample), read in the calling thread."""
-    for images, _ in split.batches(batch_size, seed=seed, epoch=0, workers=0):
+    for images, _ in split.batches(batch_size, seed=seed, epoch=0, workers=0, targets="labels"):
         yield images
 
 
@@ -339,7 +339,11 @@ def _splits(
                 f"and val; raise split.fractions.{name} above 0 and run patchpack extract again"
             )
         options = BatchOptions(
-            batch_size, seed=params.seed, shuffle=name == "train", workers=workers
+            batch_size,
+            seed=params.seed,
+            shuffle=name == "train",
+            workers=workers,
+            targets="labels",  # the models classify patches, also when masks are stored
         )
         sequences.append(ShardSequence(split, options))
     return sequences[0], sequences[1]
