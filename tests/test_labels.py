@@ -447,6 +447,13 @@ def test_missing_label_file_is_one_line_exit_2_and_nothing_written(tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
+def test_label_files_inside_the_source_folder_are_refused(tmp_path: Path) -> None:
+    images, _ = write_labelled(tmp_path)
+    raw = labelled_params(images, images / "scan")
+    with pytest.raises(SourceError, match=r"labels.dir .* is inside source.dir .* read as images"):
+        extract(params_from_dict(raw), out=tmp_path / "out")
+
+
 def test_two_label_files_for_one_image_are_refused(tmp_path: Path) -> None:
     images, labels = write_labelled(tmp_path)
     (labels / "scan" / "a.json").write_text(_collection(_feature()), encoding="utf-8")
@@ -464,8 +471,20 @@ def test_a_label_file_changed_after_the_catalog_is_refused_on_the_worker(tmp_pat
     params = params_from_dict(labelled_params(images, labels))
     _, sources = catalog(images, max_megapixels=1, by_folder=False)
     (source,) = attach_labels(sources, params.labels, roi="all", max_megapixels=1)
-    labels_module._OPENED.clear()
+    labels_module._OPENED.labellers.clear()
     path = labels / "scan" / "a.geojson"
     path.write_text(path.read_text() + " ", encoding="utf-8")
     with pytest.raises(SourceError, match=r"its bytes differ from those the catalog hashed"):
         open_labels(source, params.labels, 1)
+
+
+@pytest.mark.slow
+def test_a_local_cluster_labels_like_one_process(tmp_path: Path) -> None:
+    """Dask workers read the label files themselves (checking their sha256): same bytes."""
+    from patchpack.dataset.extract import Engine
+
+    images, labels = write_labelled(tmp_path)
+    params = params_from_dict(labelled_params(images, labels, extract={"targets": "mask"}))
+    extract(params, out=tmp_path / "one", workers=1)
+    extract(params, out=tmp_path / "cluster", engine=Engine(cluster="local:2"))
+    assert file_digests(tmp_path / "cluster") == file_digests(tmp_path / "one")

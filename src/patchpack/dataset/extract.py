@@ -148,6 +148,7 @@ def _plan(params: Params, out: Path, executor: Executor | DaskExecutor, engine: 
         params.labels,
         roi=params.extract.roi,
         max_megapixels=params.source.max_megapixels,
+        source_dir=Path(params.source.dir),
     )
     staging = out.with_name(f".{out.name}.partial-{plan_digest(params, class_names, sources)[:16]}")
     with _writing(out):

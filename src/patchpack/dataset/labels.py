@@ -84,7 +84,12 @@ class Labeller(Protocol):
 
 
 def attach_labels(
-    sources: Sequence[SourceImage], labels: LabelParams, *, roi: str, max_megapixels: float
+    sources: Sequence[SourceImage],
+    labels: LabelParams,
+    *,
+    roi: str,
+    max_megapixels: float,
+    source_dir: Path | None = None,
 ) -> list[SourceImage]:
     """Find, hash and check each source's label file when labels or the ROI come from them.
 
@@ -103,6 +108,13 @@ def attach_labels(
         raise SourceError(
             f"{root}: labels folder does not exist; set labels.dir in params.yaml or pass --labels DIR"
         )
+    if source_dir is not None:
+        images = source_dir.resolve()
+        if root.resolve() == images or images in root.resolve().parents:
+            raise SourceError(
+                f"labels.dir {root} is inside source.dir {source_dir}, so its label files would be "
+                f"read as images; keep the label files in a folder of their own"
+            )
     kind = "annotations" if labels.origin == "annotations" else "mask"
     found = []
     for source in sources:
@@ -137,13 +149,22 @@ def _label_path(root: Path, source: SourceImage, kind: str) -> Path:
     return present[0]
 
 
-_CACHE_LOCK = threading.Lock()
-_OPENED: dict[tuple[Any, ...], Labeller] = {}
-_OPENED_MAX = 16
+_OPENED_MAX = 16  # labellers kept per thread
+
+
+class _Opened(threading.local):
+    """Per thread: shapely's prepared geometries build their indexes lazily, which is not
+    thread-safe, and a Dask worker runs tasks in several threads."""
+
+    def __init__(self) -> None:
+        self.labellers: dict[tuple[Any, ...], Labeller] = {}
+
+
+_OPENED = _Opened()
 
 
 def open_labels(source: SourceImage, labels: LabelParams, max_megapixels: float) -> Labeller:
-    """The labeller of ``source``'s label file, parsed once per process and shared by its threads.
+    """The labeller of ``source``'s label file, parsed once per thread.
 
     The file is checked against the sha256 the catalog recorded before it is parsed, so a stale copy
     on a cluster node fails loudly.
@@ -152,8 +173,8 @@ def open_labels(source: SourceImage, labels: LabelParams, max_megapixels: float)
     if file is None:
         raise ValueError(f"{source.id} has no label file")
     key = (file, labels.classes, labels.rule, labels.min_fraction, source.width, source.height)
-    with _CACHE_LOCK:
-        found = _OPENED.get(key)
+    opened = _OPENED.labellers
+    found = opened.get(key)
     if found is not None:
         return found
     check_file(file.path, file.sha256, "label file")
@@ -164,10 +185,9 @@ def open_labels(source: SourceImage, labels: LabelParams, max_megapixels: float)
     else:
         values = read_raster(file.path, max_megapixels)
         labeller = RasterLabels(file.path, values, file.downsample, classes, labels)
-    with _CACHE_LOCK:
-        if len(_OPENED) >= _OPENED_MAX:
-            _OPENED.pop(next(iter(_OPENED)))
-        _OPENED[key] = labeller
+    if len(opened) >= _OPENED_MAX:
+        opened.pop(next(iter(opened)))
+    opened[key] = labeller
     return labeller
 
 
