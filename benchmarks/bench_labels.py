@@ -39,27 +39,39 @@ from patchpack.dataset.sources import DEMO_CLASSES  # noqa: E402
 def patchpack(*args: str, cwd: Path) -> float:
     """Run ``patchpack ARGS`` in a fresh process; return its wall time in seconds."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "patchpack.cli", *args], cwd=cwd, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "patchpack.cli", *args], cwd=cwd, check=True, capture_output=True
+    )
     return time.perf_counter() - started
 
 
 def tiled_geojson(side: int, rows: int, cols: int) -> dict[str, object]:
     """Each demo region cut into ``rows`` x ``cols`` rectangles: one Feature per rectangle."""
     features = []
-    for name, (x0, y0, x1, y1) in zip(DEMO_CLASSES, demo_regions(side, len(DEMO_CLASSES)),
-                                      strict=True):  # fmt: skip
+    for name, (x0, y0, x1, y1) in zip(
+        DEMO_CLASSES, demo_regions(side, len(DEMO_CLASSES)), strict=True
+    ):
         ys = [y0 + (y1 - y0) * i / rows for i in range(rows + 1)]
         xs = [x0 + (x1 - x0) * j / cols for j in range(cols + 1)]
         for i in range(rows):
             for j in range(cols):
-                ring = [[xs[j], ys[i]], [xs[j + 1], ys[i]], [xs[j + 1], ys[i + 1]],
-                        [xs[j], ys[i + 1]], [xs[j], ys[i]]]  # fmt: skip
-                features.append({
-                    "type": "Feature",
-                    "geometry": {"type": "Polygon", "coordinates": [ring]},
-                    "properties": {"objectType": "annotation", "classification": {"name": name}},
-                })  # fmt: skip
+                ring = [
+                    [xs[j], ys[i]],
+                    [xs[j + 1], ys[i]],
+                    [xs[j + 1], ys[i + 1]],
+                    [xs[j], ys[i + 1]],
+                    [xs[j], ys[i]],
+                ]
+                features.append(
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Polygon", "coordinates": [ring]},
+                        "properties": {
+                            "objectType": "annotation",
+                            "classification": {"name": name},
+                        },
+                    }
+                )
     return {"type": "FeatureCollection", "features": features}
 
 
@@ -69,8 +81,17 @@ def setup(side: int, rows: int, cols: int) -> tuple[Path, Path, Path, int]:
     if not slide.exists() or not squares.exists():
         shutil.rmtree(slide, ignore_errors=True)
         shutil.rmtree(squares, ignore_errors=True)
-        patchpack("sources", "--slide", "--side", str(side), "--out", str(slide),
-                  "--labels", str(squares), cwd=ROOT)  # fmt: skip
+        patchpack(
+            "sources",
+            "--slide",
+            "--side",
+            str(side),
+            "--out",
+            str(slide),
+            "--labels",
+            str(squares),
+            cwd=ROOT,
+        )
     document = tiled_geojson(side, rows, cols)
     (tiled / "demo").mkdir(parents=True, exist_ok=True)
     (tiled / "demo" / "slide.geojson").write_text(json.dumps(document), encoding="utf-8")
@@ -80,8 +101,12 @@ def setup(side: int, rows: int, cols: int) -> tuple[Path, Path, Path, int]:
 def params(slide: Path, patches: int, labels: Path | None, targets: bool) -> dict[str, object]:
     raw: dict[str, object] = {
         "source": {"dir": str(slide), "channels": 3, "mpp": 0.5},
-        "extract": {"patch_size": 128, "per_image": patches, "roi": "tissue",
-                    "targets": "mask" if targets else "none"},  # fmt: skip
+        "extract": {
+            "patch_size": 128,
+            "per_image": patches,
+            "roi": "tissue",
+            "targets": "mask" if targets else "none",
+        },
         "split": {"block_size": 512},
         "shards": {"target_patches": 256, "chunk_patches": 16},
     }
@@ -106,7 +131,9 @@ def run(name: str, raw: dict[str, object], repeats: int) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 4096 slide and 400 patches: a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="a 4096 slide and 400 patches: a smoke run"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs per variant (default 2)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -122,19 +149,35 @@ def main() -> None:
     for name, raw in variants:
         seconds[name], prints[name] = run(name, raw, args.repeats)
     base = seconds["folder"]
-    print(f"demo slide {side} x {side}, {patches:,} random 128x128 tissue patches at 0.5 µm/px; "
-          f"annotations: {polygons:,} polygons")  # fmt: skip
+    print(
+        f"demo slide {side} x {side}, {patches:,} random 128x128 tissue patches at 0.5 µm/px; "
+        f"annotations: {polygons:,} polygons"
+    )
     print(f"{'labels from':<22} {'seconds':>8} {'patches/s':>10} {'vs folder':>10}")
     for name in ("folder", "annotations", "annotations + masks"):
-        print(f"{name:<22} {seconds[name]:>8.2f} {patches / seconds[name]:>10.1f} "
-              f"{base / seconds[name]:>9.2f}x")  # fmt: skip
+        print(
+            f"{name:<22} {seconds[name]:>8.2f} {patches / seconds[name]:>10.1f} "
+            f"{base / seconds[name]:>9.2f}x"
+        )
     same = prints["annotations"] == prints["8 squares"]
-    print(f"annotations / folder: {base / seconds['annotations']:.2f}x (target at least 0.5x); "
-          f"{polygons:,} polygons label every patch as the 8 squares they tile: {same}")
+    print(
+        f"annotations / folder: {base / seconds['annotations']:.2f}x (target at least 0.5x); "
+        f"{polygons:,} polygons label every patch as the 8 squares they tile: {same}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"side": side, "patches": patches, "polygons": polygons,
-                                         "seconds": seconds, "same_as_squares": same},
-                                        indent=1) + "\n")  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {
+                    "side": side,
+                    "patches": patches,
+                    "polygons": polygons,
+                    "seconds": seconds,
+                    "same_as_squares": same,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

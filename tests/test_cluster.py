@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from patchpack.dataset.sources import catalog
 from patchpack.dataset.work import _pixels
 from patchpack.errors import ClusterError, SourceError
 from patchpack.params import params_from_dict
-from support.commands import file_digests, run_patchpack
+from support.commands import PATCHPACK, file_digests, run_patchpack
 from support.images import make_folder, small_params, small_raw, write_params
 
 distributed = pytest.importorskip("distributed")
@@ -179,3 +181,69 @@ def test_workers_with_several_threads_give_the_same_bytes(
     ) as local:
         extract(raw, out=tmp_path / "threads", engine=Engine(scheduler=local.scheduler_address))
     assert file_digests(tmp_path / "threads") == file_digests(tmp_path / "serial")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _dask(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A Dask scheduler or worker in a process of its own (``python -m distributed.cli...``)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _wait_for_workers(address: str, count: int, deadline: float) -> None:
+    with distributed.Client(address, timeout="20s") as client:
+        client.wait_for_workers(count, timeout=max(1.0, deadline - time.monotonic()))
+        client.run(slow_shards, 0.4)
+
+
+@pytest.mark.slow
+def test_a_scheduler_that_goes_away_is_one_line_and_the_dataset_stays(
+    images: Path, tmp_path: Path
+) -> None:
+    """The scheduler is killed mid-run: exit 2, one line, and the previous dataset intact."""
+    write_params(tmp_path / "params.yaml", images, shards={"target_patches": 8})
+    first = run_patchpack("extract", "--out", "out", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = file_digests(tmp_path / "out")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    port = address.rsplit(":", 1)[1]
+    scheduler = _dask("distributed.cli.dask_scheduler", "--port", port, "--no-dashboard", env=env)
+    worker = _dask(
+        "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard", env=env
+    )
+    try:
+        _wait_for_workers(address, 1, time.monotonic() + 60)
+        run = subprocess.Popen(
+            [*PATCHPACK, "extract", "--out", "out", "--scheduler", address],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(
+            tmp_path.glob(".out.partial-*/*/shard-*.h5")
+        ):
+            time.sleep(0.05)
+        scheduler.kill()  # the scheduler goes away while shards are still being built
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        for process in (scheduler, worker):
+            process.kill()
+            process.wait()
+    lines = stderr.strip().splitlines()
+    assert run.returncode == 2, stderr
+    assert len(lines) == 1 and "the Dask cluster failed during the run" in lines[0], stderr
+    assert "the previous dataset is intact" in lines[0]
+    assert file_digests(tmp_path / "out") == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -50,6 +51,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from patchpack.dataset.extract import Engine, extract
 
     _log_progress()
+    if args.cluster or args.scheduler:
+        _quiet_dask()
     engine = Engine(
         workers=args.workers,
         cluster=args.cluster,
@@ -192,9 +195,17 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0 if pull(Path(args.data), root=Path("."), rebuild=args.rebuild) else 1
 
 
+def _quiet_dask() -> None:
+    """Dask logs a lost scheduler as tracebacks on stderr; patchpack reports it in one line."""
+    import distributed  # noqa: F401  # configures its loggers on import: quiet them after
+
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _log_progress() -> None:
     """Show patchpack's INFO messages (device, best epoch) on stderr."""
-    import logging
 
     logger = logging.getLogger("patchpack")
     if not logger.handlers:  # main() may run more than once in one process (tests)

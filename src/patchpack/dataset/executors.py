@@ -77,8 +77,9 @@ class DaskExecutor:
         except PatchpackError:
             raise  # bad input found by a worker: its own one-line message
         except Exception as exc:  # the scheduler went away, a worker died too often (KilledWorker)
+            first = (str(exc).strip().splitlines() or [""])[0]
             raise ClusterError(
-                f"the Dask cluster failed during the run ({type(exc).__name__}: {exc}); the "
+                f"the Dask cluster failed during the run ({type(exc).__name__}: {first}); the "
                 f"previous dataset is intact: check the workers' logs and memory, and rerun"
             ) from exc
 

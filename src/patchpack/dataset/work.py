@@ -63,16 +63,18 @@ Result = tuple[int, ShardEntry, bytes | None, tuple[int, ...]]
 
 def plan_tasks(jobs: Sequence[Job], workers: int) -> list[Task]:
     """Group ``jobs`` so that an image's shards (in every split) share a task, about three tasks per
-    worker, balanced by patch count; a task boundary falls only between images."""
-    if workers <= 1:
-        return [Task((i,), (job,)) for i, job in enumerate(jobs)]
+    worker, balanced by patch count; a task boundary falls only between images.
+
+    One worker groups them too: a task's caches (the decoded image, its sampled rows) are released
+    when it ends, so a task per shard would sample and decode an image once for each of its shards.
+    """
 
     def first_image(i: int) -> tuple[int, int, int]:
         spec = jobs[i].spec
         return (min(p.image for p in spec.pieces), SPLITS.index(spec.split), spec.index)
 
     order = sorted(range(len(jobs)), key=first_image)
-    target = max(1, sum(job.spec.patches for job in jobs) // (3 * workers))
+    target = max(1, sum(job.spec.patches for job in jobs) // (3 * max(1, workers)))
     tasks: list[list[int]] = [[]]
     filled, last_image = 0, -1
     for i in order:
