@@ -379,6 +379,18 @@ BAD_ANNOTATIONS = {
         _collection(_feature(), _feature(), _feature("stroma", [[200, 200], [300, 200], [300, 260], [200, 200]])),
         r"a\.geojson: feature 2: coordinates span x 200 to 300, y 200 to 260, outside the 256x256 image",
     ),
+    "no coordinates": (
+        _collection({**_feature(), "geometry": {"type": "Polygon"}}),
+        r"a\.geojson: feature 0: unreadable Polygon coordinates \(KeyError: 'coordinates'\)",
+    ),
+    "a huge number": (
+        _collection(_feature("tumour", [[0, 0], [10**400, 0], [5, 5], [0, 0]])),
+        r"a\.geojson: feature 0: unreadable Polygon coordinates \(OverflowError",
+    ),
+    "NaN": (
+        _collection(_feature()).replace("[64, 0]", "[NaN, 0]"),
+        r"a\.geojson: feature 0: the Polygon has coordinates that are not finite numbers",
+    ),
     "a point": (
         json.dumps({"type": "FeatureCollection", "features": [{**_feature(), "geometry": {"type": "Point", "coordinates": [3, 4]}}]}),
         r"a\.geojson: feature 0 is a Point geometry; label regions must be Polygon or MultiPolygon",
@@ -488,3 +500,160 @@ def test_a_local_cluster_labels_like_one_process(tmp_path: Path) -> None:
     extract(params, out=tmp_path / "one", workers=1)
     extract(params, out=tmp_path / "cluster", engine=Engine(cluster="local:2"))
     assert file_digests(tmp_path / "cluster") == file_digests(tmp_path / "one")
+
+
+def test_only_the_image_suffix_is_replaced_in_label_names(tmp_path: Path) -> None:
+    """scan/case.01.png takes scan/case.01.geojson, never scan/case.geojson."""
+    images, labels = write_labelled(tmp_path)
+    for name in ("case.01", "case.02"):
+        (images / "scan" / "a.png").rename(
+            images / "scan" / f"{name}.png"
+        ) if name == "case.01" else None
+    Image.open(images / "scan" / "case.01.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        images / "scan" / "case.02.png"
+    )
+    (labels / "scan" / "a.geojson").rename(labels / "scan" / "case.geojson")
+    with pytest.raises(SourceError, match=r"case\.01\.png: no annotation file .*case\.01\.geojson"):
+        extract(params_from_dict(labelled_params(images, labels)), out=tmp_path / "out")
+    for name in ("case.01", "case.02"):
+        (labels / "scan" / f"{name}.geojson").write_text(_collection(_feature()), encoding="utf-8")
+    manifest = extract(
+        params_from_dict(labelled_params(images, labels, split=WHOLE)), out=tmp_path / "out"
+    )
+    assert [(s.id, s.labels) for s in manifest.sources] == [
+        ("scan/case.01.png", "scan/case.01.geojson"), ("scan/case.02.png", "scan/case.02.geojson"),
+    ]  # fmt: skip
+
+
+def test_regions_that_share_a_diagonal_edge_leave_no_pixel_unlabelled(tmp_path: Path) -> None:
+    from patchpack.dataset.labels import attach_labels, open_labels
+    from patchpack.dataset.sources import catalog
+
+    images, labels = write_labelled(tmp_path)
+    lower = _feature("tumour", [[0, 0], [256, 256], [0, 256], [0, 0]])  # y > x
+    upper = _feature("stroma", [[0, 0], [256, 0], [256, 256], [0, 0]])  # y < x
+    (labels / "scan" / "a.geojson").write_text(_collection(lower, upper), encoding="utf-8")
+    raw = labelled_params(images, labels, extract={"targets": "mask"}, split=WHOLE)
+    params = params_from_dict(raw)
+    extract(params, out=tmp_path / "out")
+    masks = np.concatenate([d.masks for d in all_shards(tmp_path / "out")])
+    assert len(masks) == 200 and (masks > 0).all()  # pixel centres on y = x belong to one side
+    _, sources = catalog(images, max_megapixels=1, by_folder=False)
+    (source,) = attach_labels(sources, params.labels, roi="all", max_megapixels=1)
+    corners = np.arange(0, 240, 7)
+    on_edge = open_labels(source, params.labels, 1).labels(corners, corners, PATCH, 1.0)
+    assert (on_edge == 0).all()  # a centre on the edge belongs to the region below it
+
+
+def test_overlapping_parts_of_one_feature_keep_their_union(tmp_path: Path) -> None:
+    images, labels = write_labelled(tmp_path)
+    outer = [[0, 0], [200, 0], [200, 200], [0, 200], [0, 0]]
+    inner = [[50, 50], [100, 50], [100, 100], [50, 100], [50, 50]]
+    feature = {
+        "type": "Feature",
+        "geometry": {"type": "MultiPolygon", "coordinates": [[outer], [inner]]},
+        "properties": {"classification": {"name": "tumour"}},
+    }
+    (labels / "scan" / "a.geojson").write_text(_collection(feature), encoding="utf-8")
+    raw = labelled_params(images, labels, extract={"targets": "mask"}, split=WHOLE)
+    extract(params_from_dict(raw), out=tmp_path / "out")
+    shards = all_shards(tmp_path / "out")
+    assert sum(len(d) for d in shards) == 200
+    for data in shards:
+        cy, cx = centres(data)
+        assert ((cy < 200) & (cx < 200)).all()
+        inner = (cy > 50) & (cy < 100) & (cx > 50) & (cx < 100)
+        assert (data.labels[inner] == 0).all()  # the inner square is labelled, not cut out
+    assert any(((d.coords[:, 0] + 8 > 50) & (d.coords[:, 0] + 8 < 100) & (d.coords[:, 1] + 8 > 50)
+                & (d.coords[:, 1] + 8 < 100)).any() for d in shards)  # fmt: skip
+
+
+@pytest.mark.parametrize("roi", ["all", "mask"])
+def test_annotations_and_a_level_0_raster_agree_on_a_large_image(tmp_path: Path, roi: str) -> None:
+    """A 1,280-pixel image: the ROI mask is coarser than a pixel (5 pixels a cell) and still agrees."""
+    images, labels = write_labelled(tmp_path, kinds=("annotations", "mask"), scale=5)
+    prints = []
+    for kind in ("annotations", "mask"):
+        raw = labelled_params(
+            images, labels, labels={"from": kind}, extract={"roi": roi, "min_roi_fraction": 1.0}
+        )
+        prints.append(extract(params_from_dict(raw), out=tmp_path / kind).fingerprint)
+        roi_files = sorted((tmp_path / kind).glob("roi/*.png"))
+        assert len(roi_files) == (roi == "mask")
+    assert prints[0] == prints[1]
+    if roi == "mask":
+        assert file_sha256(next((tmp_path / "annotations").glob("roi/*.png"))) == file_sha256(
+            next((tmp_path / "mask").glob("roi/*.png"))
+        )
+
+
+def test_verify_rebuild_takes_the_labels_folder_from_the_command_line(tmp_path: Path) -> None:
+    images, labels = write_labelled(tmp_path)
+    raw = labelled_params(images, labels)
+    extract(params_from_dict(raw), out=tmp_path / "out")
+    plain = {key: value for key, value in raw.items() if key != "labels"}
+    (tmp_path / "plain.yaml").write_text(json.dumps(plain), encoding="utf-8")
+    args = ("verify", "out", "--rebuild", "--params", "plain.yaml", "--no-lock")
+    refused = run_patchpack(*args, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert (
+        "labels.from: annotations reads label files, but no labels folder is given"
+        in refused.stderr
+    )
+    done = run_patchpack(*args, "--labels", str(labels), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rebuild reproduces fingerprint" in done.stdout
+
+
+def test_label_raster_guards(tmp_path: Path) -> None:
+    from patchpack.dataset.labels import read_raster
+
+    images, labels = write_labelled(tmp_path, kinds=("mask",))
+    with pytest.raises(SourceError, match=r"label raster is 256x256, above source.max_megapixels"):
+        read_raster(labels / "scan" / "a.png", 0.01)
+    Image.fromarray(raster()).convert("L").save(labels / "scan" / "a.png", format="JPEG")
+    raw = labelled_params(images, labels, labels={"from": "mask"})
+    with pytest.raises(
+        SourceError, match=r"label raster is JPEG, not PNG; save class numbers losslessly"
+    ):
+        extract(params_from_dict(raw), out=tmp_path / "out")
+
+
+def test_a_16_bit_roi_mask_counts_every_non_zero_pixel(tmp_path: Path) -> None:
+    images = make_folder(tmp_path / "images", classes=1, per_class=1, size=(96, 128))
+    mask = np.zeros((96, 128), np.uint16)
+    mask[:, :64] = 65535
+    target = tmp_path / "rois" / "class_0" / "img_0.png"
+    target.parent.mkdir(parents=True)
+    Image.fromarray(mask).save(target)
+    params = small_params(
+        images,
+        extract={"roi": "mask", "min_roi_fraction": 1.0},
+        labels={"dir": str(tmp_path / "rois")},
+    )
+    extract(params, out=tmp_path / "out")
+    for data in all_shards(tmp_path / "out"):
+        assert (data.coords[:, 1] + 16 <= 64).all()
+
+
+def test_annotation_datasets_record_shapely_and_geos(tmp_path: Path) -> None:
+    import shapely
+
+    images, labels = write_labelled(tmp_path, kinds=("annotations", "mask"))
+    annotated = extract(params_from_dict(labelled_params(images, labels)), out=tmp_path / "a")
+    assert annotated.environment["geos"] == shapely.geos_version_string
+    rastered = extract(
+        params_from_dict(labelled_params(images, labels, labels={"from": "mask"})),
+        out=tmp_path / "m",
+    )
+    assert "geos" not in rastered.environment
+
+
+def test_demo_labels_into_a_used_folder_write_nothing(tmp_path: Path) -> None:
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "mine.txt").write_text("keep", encoding="utf-8")
+    done = run_patchpack(
+        "sources", "--slide", "--side", "1536", "--out", "slide", "--labels", "labels", cwd=tmp_path
+    )
+    assert done.returncode == 2 and "holds more than the demo labels" in done.stderr
+    assert not (tmp_path / "slide").exists()

@@ -29,9 +29,16 @@ def _params(args: argparse.Namespace) -> Params:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    from patchpack.dataset.sources import export_demo, export_demo_labels, export_demo_slide
+    from patchpack.dataset.sources import (
+        check_demo_labels_folder,
+        export_demo,
+        export_demo_labels,
+        export_demo_slide,
+    )
 
     if args.slide:
+        if args.labels:
+            check_demo_labels_folder(Path(args.labels))
         path = export_demo_slide(Path(args.out), side=args.side)
         print(
             f"wrote the demo slide ({args.side}x{args.side}, pyramidal JPEG-tiled BigTIFF) to {path}"

@@ -327,11 +327,7 @@ def load_params(
             params, source=dataclasses.replace(params.source, dir=str(source_dir))
         )
     if labels_dir is not None:
-        if params.labels.dir is None:
-            raise ConfigError(
-                f"{path}: --labels applies when labels.from is mask or annotations, or "
-                f"extract.roi uses a mask; set those in the params file first"
-            )
+        # no check against labels.from here: `verify --rebuild` takes those from the manifest
         params = dataclasses.replace(
             params, labels=dataclasses.replace(params.labels, dir=str(labels_dir))
         )

@@ -33,13 +33,14 @@ def class_at(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return number
 
 
-def features() -> list[dict[str, object]]:
+def features(scale: int = 1) -> list[dict[str, object]]:
     """The regions as QuPath exports them: one Feature per region, classified by name."""
     shapes = {
         "tumour": [[0, 0], [128, 0], [128, 256], [0, 256], [0, 0]],
         "stroma": [[128, 0], [256, 0], [256, 128], [128, 128], [128, 0]],
         "necrosis": [[128, 128], [256, 128], [128, 256], [128, 128]],
     }
+    shapes = {name: [[x * scale, y * scale] for x, y in ring] for name, ring in shapes.items()}
     return [
         {
             "type": "Feature",
@@ -54,30 +55,33 @@ def features() -> list[dict[str, object]]:
     ]
 
 
-def raster(downsample: int = 1) -> np.ndarray:
-    """The regions as class numbers under each raster pixel's centre, uint8 (SIDE / downsample)^2."""
-    centres = (np.arange(SIDE // downsample) + 0.5) * downsample
+def raster(downsample: int = 1, scale: int = 1) -> np.ndarray:
+    """The regions as class numbers under each raster pixel's centre, uint8, of
+    (SIDE * scale / downsample) pixels a side."""
+    centres = (np.arange(SIDE * scale // downsample) + 0.5) * downsample / scale
     return class_at(centres[:, None], centres[None, :]).astype(np.uint8)
 
 
 def write_labelled(
-    root: Path, *, kinds: tuple[str, ...] = ("annotations",), downsample: int = 1
+    root: Path, *, kinds: tuple[str, ...] = ("annotations",), downsample: int = 1, scale: int = 1
 ) -> tuple[Path, Path]:
     """Write ``root/images/scan/a.png`` (textured) and its labels under ``root/labels/scan/``.
 
     ``kinds`` chooses what is written: ``annotations`` (``a.geojson``), ``mask`` (``a.png``, a
-    palette raster at ``downsample``). Returns ``(images folder, labels folder)``.
+    palette raster at ``downsample``). ``scale`` magnifies the image and its regions (an image of
+    ``SIDE * scale`` pixels; :func:`class_at` then takes coordinates divided by ``scale``).
+    Returns ``(images folder, labels folder)``.
     """
     images, labels = root / "images", root / "labels"
     (images / "scan").mkdir(parents=True, exist_ok=True)
     (labels / "scan").mkdir(parents=True, exist_ok=True)
-    pixels = textured(np.random.default_rng(3), SIDE, SIDE, 3, tone=100)
+    pixels = textured(np.random.default_rng(3), SIDE * scale, SIDE * scale, 3, tone=100)
     Image.fromarray(pixels).save(images / "scan" / "a.png")
     if "annotations" in kinds:
-        document = {"type": "FeatureCollection", "features": features()}
+        document = {"type": "FeatureCollection", "features": features(scale)}
         (labels / "scan" / "a.geojson").write_text(json.dumps(document), encoding="utf-8")
     if "mask" in kinds:
-        image = Image.fromarray(raster(downsample)).convert("P")
+        image = Image.fromarray(raster(downsample, scale)).convert("P")
         image.putpalette([0, 0, 0, 200, 0, 0, 0, 160, 0, 0, 0, 200] + [0] * (256 - 4) * 3)
         image.save(labels / "scan" / "a.png")
     return images, labels

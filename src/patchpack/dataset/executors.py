@@ -83,8 +83,15 @@ class DaskExecutor:
                 f"previous dataset is intact: check the workers' logs and memory, and rerun"
             ) from exc
 
-    def check_environment(self, local: Mapping[str, str], *, accept: bool) -> list[str]:
-        """Compare every worker's environment envelope with ``local``.
+    def check_environment(
+        self,
+        local: Mapping[str, str],
+        *,
+        accept: bool,
+        report: Callable[[], Mapping[str, str]] | None = None,
+    ) -> list[str]:
+        """Compare every worker's environment envelope (what ``report`` returns there, by default
+        :func:`~patchpack.dataset.manifest.current_environment`) with ``local``.
 
         Returns the differences as notes when ``accept``; otherwise raises :class:`ClusterError` on
         the first one, naming the worker and the package.
@@ -92,7 +99,7 @@ class DaskExecutor:
         from patchpack.dataset.manifest import current_environment
 
         try:
-            reports = self.client.run(current_environment)
+            reports = self.client.run(report or current_environment)
         except Exception as exc:
             raise ClusterError(
                 f"the Dask workers did not report their environment ({type(exc).__name__}: {exc}); "

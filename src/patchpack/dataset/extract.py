@@ -15,7 +15,7 @@ import hashlib
 import logging
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from patchpack.dataset.manifest import (
     Manifest,
     ShardEntry,
     SplitCount,
+    annotated_environment,
     current_environment,
 )
 from patchpack.dataset.output import (
@@ -121,8 +122,9 @@ def extract(
         )
         try:
             if isinstance(executor, DaskExecutor):
+                envelope = _envelope(params)
                 for note in executor.check_environment(
-                    current_environment(), accept=engine.accept_env
+                    envelope(), accept=engine.accept_env, report=envelope
                 ):
                     logger.warning("%s", note)
             planned = _plan(params, out, executor, engine)
@@ -200,7 +202,7 @@ def _write(
     staging = planned.staging
     # the envelope imports every decoder to read its version: do it while the shards are built
     with _writing(out), ThreadPoolExecutor(1) as side:
-        environment = side.submit(current_environment)
+        environment = side.submit(_envelope(params))
         done = _run(planned.jobs, executor, _parallelism(executor, engine), staging)
         entries = [entry for entry, _ in done]
         manifest = Manifest.create(
@@ -216,6 +218,11 @@ def _write(
         manifest.write(staging)
         swap_in(staging, out)
     return manifest
+
+
+def _envelope(params: Params) -> Callable[[], dict[str, str]]:
+    """What reads the environment envelope: with GeoJSON labels it names shapely and GEOS too."""
+    return annotated_environment if params.labels.origin == "annotations" else current_environment
 
 
 def _parallelism(executor: Executor | DaskExecutor, engine: Engine) -> int:

@@ -25,8 +25,8 @@ whose class is ``properties.classification.name``. Invalid geometry is repaired 
 ``make_valid`` (and reported). Where regions of different classes overlap, the class listed later in
 ``labels.classes`` wins, as when painting them in that order, so every point has at most one class.
 A point on a region's edge belongs to the region right of and below it, as a raster pixel does
-(points are nudged by ``EDGE_NUDGE`` pixels before the test), so annotations and a raster that
-draws them on its pixel grid give the same labels. The regions are indexed with shapely's STRtree.
+(points are nudged by ``EDGE_NUDGE`` before the test; on a sloping edge, to the side the nudge
+points to), so annotations and a raster that draws them on its pixel grid give the same labels. The regions are indexed with shapely's STRtree.
 
 The label of a patch
 --------------------
@@ -39,11 +39,13 @@ largest shares are equal, has no label and is redrawn from the same seeded strea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import threading
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,7 +55,7 @@ import numpy as np
 from patchpack.dataset.readers import Level
 from patchpack.dataset.sources import LabelFile, SourceImage, check_file, source_sha256
 from patchpack.dataset.tissue import RoiMask
-from patchpack.errors import SourceError
+from patchpack.errors import ConfigError, SourceError
 from patchpack.params import LabelParams
 
 logger = logging.getLogger(__name__)
@@ -62,9 +64,10 @@ MASK_SUFFIXES = (".png", ".tif", ".tiff")
 ANNOTATION_SUFFIXES = (".geojson", ".json")
 COVERAGE_SIDE = 1024  # longer side of the mask that ``extract.roi: mask`` samples in
 MAX_ANNOTATION_BYTES = 1 << 30
-EDGE_NUDGE = (
-    1e-6  # pixels: far below any pixel, far above float64 rounding at gigapixel coordinates
-)
+# Points are moved this far right and down (pixels) before a containment test: far below a pixel,
+# far above float64 rounding at gigapixel coordinates. The two differ by an irrational-looking
+# ratio, so no edge between integer vertices runs along the nudge and keeps a point on itself.
+EDGE_NUDGE = (1e-6, 1.618034e-6)  # (x, y)
 
 
 class Labeller(Protocol):
@@ -101,12 +104,19 @@ def attach_labels(
         When an image has no label file (or two), or a label file is unreadable, of the wrong size,
         or names a class (or holds a value) outside ``labels.classes``.
     """
-    if labels.dir is None or not (labels.per_patch or "mask" in roi.split("+")):
+    if not (labels.per_patch or "mask" in roi.split("+")):
         return list(sources)
+    if labels.dir is None:
+        what = f"labels.from: {labels.origin}" if labels.per_patch else f"extract.roi: {roi}"
+        raise ConfigError(
+            f"this dataset's {what} reads label files, but no labels folder is given; set "
+            f"labels.dir in the params file or pass --labels DIR"
+        )
     root = Path(labels.dir)
     if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
         raise SourceError(
-            f"{root}: labels folder does not exist; set labels.dir in params.yaml or pass --labels DIR"
+            f"{root}: labels folder {what}; set labels.dir in params.yaml or pass --labels DIR"
         )
     if source_dir is not None:
         images = source_dir.resolve()
@@ -132,8 +142,9 @@ def attach_labels(
 def _label_path(root: Path, source: SourceImage, kind: str) -> Path:
     """The one label file of ``source`` under ``root``; none, or two, is an error."""
     suffixes = ANNOTATION_SUFFIXES if kind == "annotations" else MASK_SUFFIXES
-    stem = Path(source.id).with_suffix("")
-    candidates = [root / stem.with_suffix(suffix) for suffix in suffixes]
+    # only the image's own suffix is replaced: case.01.svs -> case.01.geojson
+    stem = source.id[: len(source.id) - len(Path(source.id).suffix)]
+    candidates = [root / f"{stem}{suffix}" for suffix in suffixes]
     candidates += [root / f"{source.id}{suffix}" for suffix in suffixes]
     present = sorted({path for path in candidates if path.is_file()})
     what = "annotation file" if kind == "annotations" else "label raster"
@@ -183,7 +194,7 @@ def open_labels(source: SourceImage, labels: LabelParams, max_megapixels: float)
     if file.kind == "annotations":
         labeller = AnnotationLabels.read(file.path, classes, labels, (source.height, source.width))
     else:
-        values = read_raster(file.path, max_megapixels)
+        values = read_raster(file.path, max_megapixels, binary=not classes)
         labeller = RasterLabels(file.path, values, file.downsample, classes, labels)
     if len(opened) >= _OPENED_MAX:
         opened.pop(next(iter(opened)))
@@ -195,60 +206,110 @@ def open_labels(source: SourceImage, labels: LabelParams, max_megapixels: float)
 # Rasters
 
 
-def read_raster(path: Path, max_megapixels: float) -> np.ndarray:
-    """A label raster's class numbers, uint8 of shape (height, width).
+def read_raster(path: Path, max_megapixels: float, *, binary: bool = False) -> np.ndarray:
+    """A label raster's class numbers, uint8 of shape (height, width); with ``binary`` (an ROI
+    mask), 1 wherever it is non-zero, whatever its bit depth.
 
     Raises
     ------
     SourceError
-        When the file is not a readable PNG or TIFF, has colour channels, or holds values above 255.
+        When the file is not a readable lossless PNG or TIFF of one channel, is larger than
+        ``max_megapixels``, or holds values above 255 (without ``binary``).
     """
     if path.suffix.lower() in (".tif", ".tiff"):
         values = _read_tiff_raster(path, max_megapixels)
     else:
         values = _read_png_raster(path, max_megapixels)
-    if values.ndim == 3 and values.shape[2] == 1:
-        values = values[:, :, 0]
-    if values.ndim != 2:
-        raise SourceError(
-            f"{path}: label raster has {values.shape[2] if values.ndim == 3 else values.ndim} "
-            f"channels; save one channel of class numbers (a palette or grayscale image)"
-        )
-    if values.dtype.kind not in "ub" and values.dtype.kind != "i":
+    if values.dtype.kind not in "uib":
         raise SourceError(
             f"{path}: label raster holds {values.dtype} values; save integer class numbers"
         )
-    if values.size and (values.min() < 0 or values.max() > 255):
+    if binary:
+        inside: np.ndarray = (values != 0).astype(np.uint8)
+        return inside
+    if values.size and (int(values.min()) < 0 or int(values.max()) > 255):
         raise SourceError(
             f"{path}: label raster holds values from {values.min()} to {values.max()}; class "
             f"numbers run from 0 (unlabelled) to at most 255"
         )
-    return values.astype(np.uint8)
+    return values.astype(np.uint8, copy=False)
+
+
+_PILLOW_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L")
+
+
+def _too_large(path: Path, height: int, width: int, max_megapixels: float) -> SourceError | None:
+    if height * width <= max_megapixels * 1e6:
+        return None
+    return SourceError(
+        f"{path}: label raster is {width}x{height}, above source.max_megapixels="
+        f"{max_megapixels:g}; save it at a pyramid level (1/16 of level 0 is typical) or raise "
+        f"source.max_megapixels"
+    )
 
 
 def _read_png_raster(path: Path, max_megapixels: float) -> np.ndarray:
+    from PIL import Image
+
+    with _opened_png(path) as image:
+        error = _too_large(path, image.height, image.width, max_megapixels)
+        if error is not None:
+            raise error
+        if image.mode not in _PILLOW_MODES:
+            raise SourceError(
+                f"{path}: label raster is a {image.mode} image; save class numbers as a "
+                f"palette or single-channel image (0 = unlabelled, 1..K = labels.classes)"
+            )
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise SourceError(
+                f"{path}: truncated or corrupt label raster ({exc}); re-export it"
+            ) from exc
+        values = np.asarray(image.convert("L") if image.mode == "1" else image)
+        if isinstance(image, Image.Image) and values.ndim != 2:
+            raise SourceError(f"{path}: label raster is not a single-channel image; re-export it")
+        return values
+
+
+@contextlib.contextmanager
+def _opened_png(path: Path) -> Iterator[Any]:
+    """A PNG label raster, opened lazily; its size is checked against ``source.max_megapixels``
+    by the caller instead of Pillow's decompression-bomb limit."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > max_megapixels * 1e6:
-                raise SourceError(
-                    f"{path}: label raster is {image.width}x{image.height}, above "
-                    f"source.max_megapixels={max_megapixels:g}; save it at a pyramid level"
-                )
-            if image.mode not in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
-                raise SourceError(
-                    f"{path}: label raster is a {image.mode} image; save class numbers as a "
-                    f"palette or single-channel image (0 = unlabelled, 1..K = labels.classes)"
-                )
-            image.load()
-            return np.asarray(image).astype(np.int64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise SourceError(
+            f"{path}: label raster claims too many pixels for one decode ({exc}); save it at a "
+            f"pyramid level (1/16 of level 0 is typical) or as a TIFF"
+        ) from exc
     except UnidentifiedImageError:
         raise SourceError(
             f"{path}: not a readable label raster (PNG or TIFF); re-export it"
         ) from None
     except OSError as exc:
         raise SourceError(f"{path}: unreadable label raster ({exc}); re-export it") from exc
+    with image:
+        if image.format != "PNG":
+            raise SourceError(
+                f"{path}: label raster is {image.format}, not PNG; save class numbers losslessly "
+                f"(PNG or TIFF), since lossy compression changes them"
+            )
+        yield image
+
+
+def _tiff_page(tif: Any, path: Path) -> Any:
+    page = tif.pages.first
+    if int(page.samplesperpixel) != 1:
+        raise SourceError(
+            f"{path}: label raster has {page.samplesperpixel} samples per pixel; save one channel "
+            f"of class numbers"
+        )
+    return page
 
 
 def _read_tiff_raster(path: Path, max_megapixels: float) -> np.ndarray:
@@ -256,16 +317,14 @@ def _read_tiff_raster(path: Path, max_megapixels: float) -> np.ndarray:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            if page.shape and math.prod(page.shape[:2]) > max_megapixels * 1e6:
-                raise SourceError(
-                    f"{path}: label raster is {page.shape[1]}x{page.shape[0]}, above "
-                    f"source.max_megapixels={max_megapixels:g}; save it at a pyramid level"
-                )
+            page = _tiff_page(tif, path)
+            error = _too_large(path, int(page.imagelength), int(page.imagewidth), max_megapixels)
+            if error is not None:
+                raise error
             values: np.ndarray = page.asarray()
-    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
+    except (OSError, ValueError, IndexError, KeyError, tifffile.TiffFileError) as exc:
         raise SourceError(f"{path}: not a readable label raster ({exc}); re-export it") from exc
-    return values
+    return values.reshape(values.shape[-2:]) if values.ndim > 2 else values
 
 
 def _raster_size(path: Path) -> tuple[int, int]:
@@ -275,19 +334,12 @@ def _raster_size(path: Path) -> tuple[int, int]:
 
         try:
             with tifffile.TiffFile(path) as tif:
-                shape = tif.pages.first.shape
-            return int(shape[0]), int(shape[1])
-        except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
+                page = _tiff_page(tif, path)
+                return int(page.imagelength), int(page.imagewidth)
+        except (OSError, ValueError, IndexError, KeyError, tifffile.TiffFileError) as exc:
             raise SourceError(f"{path}: not a readable label raster ({exc}); re-export it") from exc
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SourceError(
-            f"{path}: not a readable label raster (PNG or TIFF); re-export it"
-        ) from exc
+    with _opened_png(path) as image:
+        return int(image.height), int(image.width)
 
 
 def _raster_downsample(file: LabelFile, source: SourceImage, max_megapixels: float) -> float:
@@ -444,12 +496,23 @@ def parse_geojson(
 def _region(
     feature: object, index: int, path: Path, numbers: dict[str, int], shape: tuple[int, int]
 ) -> tuple[Region, bool]:
+    """One feature as a labelled region, and whether its geometry had to be repaired."""
     import shapely
-    from shapely.geometry import shape as to_geometry
 
     where = f"{path}: feature {index}"
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
         raise SourceError(f"{where} is not a GeoJSON Feature; export the annotations again")
+    number = _class_number(feature, where, numbers)
+    shaped = _geometry(feature.get("geometry"), where)
+    _check_inside(shaped, where, shape)
+    fixed = not shaped.is_valid
+    if fixed:
+        # "structure" keeps the union of overlapping parts, as an annotator means them
+        shaped = _polygonal(shapely.make_valid(shaped, method="structure", keep_collapsed=False))
+    return Region(index, number, shaped), fixed
+
+
+def _class_number(feature: dict[str, Any], where: str, numbers: dict[str, int]) -> int:
     name = _class_name(feature)
     if name is None:
         raise SourceError(
@@ -461,7 +524,19 @@ def _region(
             f"{where} has class {name!r}, which is not in labels.classes ({', '.join(numbers)}); "
             f"add it to labels.classes or reclassify the feature"
         )
-    geometry = feature.get("geometry")
+    return numbers[name]
+
+
+# what shapely's GeoJSON reader raises for malformed coordinates (a missing key, a mapping, a
+# number too large for a float, a ring of two points ...)
+_GEOMETRY_ERRORS = (ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError)
+
+
+def _geometry(geometry: object, where: str) -> Any:
+    """A Polygon or MultiPolygon with finite coordinates, or a one-line error."""
+    import shapely
+    from shapely.geometry import shape as to_geometry
+
     kind = geometry.get("type") if isinstance(geometry, dict) else None
     if kind not in ("Polygon", "MultiPolygon"):
         raise SourceError(
@@ -469,27 +544,33 @@ def _region(
             f"MultiPolygon: remove it or export area annotations only"
         )
     try:
-        shaped = to_geometry(geometry)
-    except (ValueError, TypeError, AttributeError, IndexError, shapely.errors.ShapelyError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # NaN coordinates: refused below
+            shaped = to_geometry(geometry)
+    except (*_GEOMETRY_ERRORS, shapely.errors.ShapelyError) as exc:
         raise SourceError(
-            f"{where}: unreadable {kind} coordinates ({exc}); fix or remove it"
+            f"{where}: unreadable {kind} coordinates ({type(exc).__name__}: {exc}); fix or "
+            f"remove it"
         ) from None
     if shaped.is_empty:
         raise SourceError(f"{where}: the {kind} is empty; remove the feature")
-    bounds = shaped.bounds
-    height, width = shape
-    if not all(math.isfinite(value) for value in bounds) or (
-        bounds[0] < 0 or bounds[1] < 0 or bounds[2] > width or bounds[3] > height
-    ):
+    if not np.isfinite(shapely.get_coordinates(shaped)).all():
         raise SourceError(
-            f"{where}: coordinates span x {bounds[0]:g} to {bounds[2]:g}, y {bounds[1]:g} to "
-            f"{bounds[3]:g}, outside the {width}x{height} image; annotations must be in level-0 "
-            f"pixel coordinates of this image"
+            f"{where}: the {kind} has coordinates that are not finite numbers (NaN or infinity); "
+            f"fix or remove it"
         )
-    fixed = not shaped.is_valid
-    if fixed:
-        shaped = _polygonal(shapely.make_valid(shaped))
-    return Region(index, numbers[name], shaped), fixed
+    return shaped
+
+
+def _check_inside(shaped: Any, where: str, shape: tuple[int, int]) -> None:
+    x0, y0, x1, y1 = shaped.bounds
+    height, width = shape
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise SourceError(
+            f"{where}: coordinates span x {x0:g} to {x1:g}, y {y0:g} to {y1:g}, outside the "
+            f"{width}x{height} image; annotations must be in level-0 pixel coordinates of this "
+            f"image"
+        )
 
 
 def _class_name(feature: dict[str, Any]) -> str | None:
@@ -569,7 +650,7 @@ class AnnotationLabels:
 
         result = np.zeros(len(ys), np.int64)
         if len(ys) and len(self.parts):
-            points = shapely.points(xs + EDGE_NUDGE, ys + EDGE_NUDGE)
+            points = shapely.points(xs + EDGE_NUDGE[0], ys + EDGE_NUDGE[1])
             inside, part = self.tree.query(points, predicate="within")
             result[inside] = self.numbers[part]
         return result
@@ -601,27 +682,44 @@ class AnnotationLabels:
         y0, x0, side = y * downsample, x * downsample, size * downsample
         hits = self.tree.query(shapely.box(x0, y0, x0 + side, y0 + side), predicate="intersects")
         if len(hits):
-            centres = (np.arange(size) + 0.5) * downsample + EDGE_NUDGE
-            gy, gx = np.meshgrid(y0 + centres, x0 + centres, indexing="ij")
+            centres = (np.arange(size) + 0.5) * downsample
+            gy, gx = np.meshgrid(
+                y0 + centres + EDGE_NUDGE[1], x0 + centres + EDGE_NUDGE[0], indexing="ij"
+            )
             for part in np.sort(hits):
                 inside = shapely.contains_xy(self.parts[part], gx, gy)
                 out[inside] = self.numbers[part]
         return out
 
     def coverage(self) -> RoiMask:
+        """Mask pixels (square cells of ``factor`` level-0 pixels) that hold the centre of a
+        labelled level-0 pixel: what a raster drawn from the regions at level 0 would mark."""
         import shapely
 
         height, width = self.shape
         factor = max(1, math.ceil(max(height, width) / COVERAGE_SIDE))
         rows, cols = -(-height // factor), -(-width // factor)
-        gy, gx = np.meshgrid(
-            (np.arange(rows) + 0.5) * factor, (np.arange(cols) + 0.5) * factor, indexing="ij"
-        )
-        mask = (self._number_at(gy.ravel(), gx.ravel()) > 0).reshape(rows, cols)
-        # a region smaller than a mask pixel may hold no pixel centre: mark where it lies
-        if len(self.parts):
-            inner = shapely.point_on_surface(self.parts)
-            row = np.clip((shapely.get_y(inner) // factor).astype(np.int64), 0, rows - 1)
-            col = np.clip((shapely.get_x(inner) // factor).astype(np.int64), 0, cols - 1)
-            mask[row, col] = True
+        mask = np.zeros((rows, cols), bool)
+        for part in self.parts:
+            x0, y0, x1, y1 = part.bounds
+            r0, r1 = int(y0 // factor), min(rows - 1, int(y1 // factor))
+            c0, c1 = int(x0 // factor), min(cols - 1, int(x1 // factor))
+            ys, xs = np.mgrid[r0 : r1 + 1, c0 : c1 + 1] * factor
+            cells = shapely.box(xs, ys, xs + factor, ys + factor)
+            inside = shapely.contains(part, cells)
+            edge = shapely.intersects(part, cells) & ~inside
+            for row, col in zip(*np.nonzero(edge), strict=True):
+                inside[row, col] = self._holds_centre(part, ys[row, col], xs[row, col], factor)
+            mask[r0 : r1 + 1, c0 : c1 + 1] |= inside
         return RoiMask(mask, float(factor))
+
+    @staticmethod
+    def _holds_centre(part: Any, top: int, left: int, factor: int) -> bool:
+        """Whether ``part`` holds the centre of a level-0 pixel of the cell at (top, left)."""
+        import shapely
+
+        centres = np.arange(factor) + 0.5
+        gy, gx = np.meshgrid(
+            top + centres + EDGE_NUDGE[1], left + centres + EDGE_NUDGE[0], indexing="ij"
+        )
+        return bool(shapely.contains_xy(part, gx, gy).any())

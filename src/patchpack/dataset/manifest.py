@@ -261,6 +261,18 @@ def fingerprint(class_names: Sequence[str], shards: Sequence[ShardEntry]) -> str
     return hashlib.sha256(manifest_json(lines).encode()).hexdigest()
 
 
+def annotated_environment() -> dict[str, str]:
+    """:func:`current_environment` plus shapely and GEOS, which decide labels from annotations
+    (repairs, unions, areas): the envelope of a dataset labelled by GeoJSON files."""
+    import shapely
+
+    return {
+        **current_environment(),
+        "shapely": shapely.__version__,
+        "geos": shapely.geos_version_string,
+    }
+
+
 def current_environment() -> dict[str, str]:
     """The versions that can change a shard's bytes or a patch's pixels (tile decoders included)."""
     import h5py

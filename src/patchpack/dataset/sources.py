@@ -672,8 +672,14 @@ def export_demo_labels(out: Path, *, side: int = 20480) -> list[Path]:
     from patchpack.dataset.demo_slide import write_demo_labels
 
     out = Path(out)
-    if out.exists() and any(entry.name != "demo" for entry in out.iterdir()):
+    check_demo_labels_folder(out)
+    return write_demo_labels(out, list(DEMO_CLASSES), side=side)
+
+
+def check_demo_labels_folder(out: Path) -> None:
+    """Refuse a folder for the demo labels that holds anything else (checked before the slide is
+    written, so a refused folder leaves nothing behind)."""
+    if out.exists() and (not out.is_dir() or any(entry.name != "demo" for entry in out.iterdir())):
         raise SourceError(
             f"{out}: folder exists and holds more than the demo labels; choose an empty or new folder"
         )
-    return write_demo_labels(out, list(DEMO_CLASSES), side=side)
