@@ -107,8 +107,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     with _dataset_required():
         path = contact_sheet(Path(args.data), out, per_cell=args.per_class)
         print(f"wrote {path}")
-        folder = Path(args.source) if args.source else Path(_params(args).source.dir)
-        for line in slide_maps(Path(args.data), folder, out, limit=args.maps):
+        source = args.source or _params(args).source.dir
+        if "://" in source:
+            print("slide maps skipped: the sources are at a URL; pass --source DIR, a local copy")
+            return 0
+        for line in slide_maps(Path(args.data), Path(source), out, limit=args.maps):
             print(line)
     return 0
 
@@ -267,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("extract", cmd_extract, "extract seeded patches into HDF5 shards and a manifest")
     _with_params(sub)
     sub.add_argument(
-        "--source", help="image folder, one subfolder per class (overrides source.dir)"
+        "--source",
+        help="image folder (one subfolder per class) or a URL such as s3://bucket/images "
+        "(overrides source.dir)",
     )
     sub.add_argument("--labels", help="label files' folder (overrides labels.dir)")
     sub.add_argument(

@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from patchpack.dataset.executors import DaskExecutor, Executor, open_executor
+from patchpack.dataset.fetch import is_url, mirrored, with_urls
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
 from patchpack.dataset.labels import attach_labels, open_labels
 from patchpack.dataset.manifest import (
@@ -112,7 +113,7 @@ def extract(
     """
     engine = engine or Engine(workers=workers)
     shown = Path(out)
-    out = _check_output(shown, Path(params.source.dir))
+    out = _check_output(shown, params.source.dir)
     with exclusive_writer(out, shown=shown):
         recover(out)
         _check_replaceable(out, shown)
@@ -127,14 +128,34 @@ def extract(
                     envelope(), accept=engine.accept_env, report=envelope
                 ):
                     logger.warning("%s", note)
-            planned = _plan(params, out, executor, engine)
-            manifest = _write(params, out, executor, engine, planned)
+            with _local_sources(params) as (local, url):
+                planned = _plan(local, out, executor, engine, url)
+                manifest = _write(local, out, executor, engine, planned)
         finally:
             executor.close()
     return dataclasses.replace(manifest, folder=out)
 
 
-def _plan(params: Params, out: Path, executor: Executor | DaskExecutor, engine: Engine) -> _Planned:
+@contextlib.contextmanager
+def _local_sources(params: Params) -> Iterator[tuple[Params, str | None]]:
+    """``params`` reading a local folder: sources at a URL are fetched into the cache and read
+    through a temporary folder of links to them (see :mod:`patchpack.dataset.fetch`)."""
+    url = params.source.dir
+    if not is_url(url):
+        yield params, None
+        return
+    with mirrored(url) as tree:
+        source = dataclasses.replace(params.source, dir=str(tree))
+        yield dataclasses.replace(params, source=source), url
+
+
+def _plan(
+    params: Params,
+    out: Path,
+    executor: Executor | DaskExecutor,
+    engine: Engine,
+    url: str | None = None,
+) -> _Planned:
     """Catalog, tissue masks, plan and shard jobs: everything decided before a shard is built."""
     class_names, sources = catalog(
         params.source.dir,
@@ -143,6 +164,8 @@ def _plan(params: Params, out: Path, executor: Executor | DaskExecutor, engine: 
         mpp=params.source.mpp,
         by_folder=not params.labels.per_patch,
     )
+    if url is not None:
+        sources = with_urls(sources, url, Path(params.source.dir))
     if params.labels.per_patch:
         class_names = list(params.labels.classes)
     sources = attach_labels(
@@ -261,7 +284,7 @@ def _collect(
             bar.update(len(done))
 
 
-def _check_output(out: Path, source: Path) -> Path:
+def _check_output(out: Path, source_dir: str) -> Path:
     """The resolved output folder, refused when it is the working folder or overlaps the sources."""
     resolved = out.resolve()
     here = Path.cwd().resolve()
@@ -269,7 +292,9 @@ def _check_output(out: Path, source: Path) -> Path:
         raise OutputError(
             f"--out {out} is the current folder or holds it; choose a subfolder such as data/patches"
         )
-    source = source.resolve()
+    if is_url(source_dir):
+        return resolved
+    source = Path(source_dir).resolve()
     if resolved == source or source in resolved.parents:
         raise OutputError(
             f"--out {out} is inside the source folder {source}; the next run would read the shards "

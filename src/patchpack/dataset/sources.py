@@ -166,6 +166,8 @@ class SourceImage:
     mpp : float or None, microns per pixel at level 0, when the file says
     level : int, the level patches are cut from (``source.level`` or the one closest to ``source.mpp``)
     labels : LabelFile or None, its label file, when labels or the ROI come from label files
+    url : str or None, where it was fetched from when ``source.dir`` is a URL (see
+        :mod:`patchpack.dataset.fetch`); ``path`` is then its cached copy
     """
 
     id: str
@@ -180,6 +182,7 @@ class SourceImage:
     mpp: float | None = None
     level: int = 0
     labels: LabelFile | None = None
+    url: str | None = None
 
     @property
     def size(self) -> Level:
@@ -564,6 +567,12 @@ def check_file(path: Path, sha256: str, what: str = "source") -> None:
             f"the file changed, or this node holds another copy; give every worker the same "
             f"sources and run again"
         )
+
+
+def remember_sha256(path: Path, sha256: str) -> None:
+    """Record a file's sha256, computed while it was written (a fetched source), for this process."""
+    status = path.stat()
+    _HASHED[(str(path), status.st_size, status.st_mtime_ns)] = sha256
 
 
 def source_sha256(path: Path) -> str:

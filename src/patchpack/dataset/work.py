@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from patchpack.dataset.fetch import local_copy
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
 from patchpack.dataset.labels import Labeller, open_labels
 from patchpack.dataset.manifest import ShardEntry
@@ -108,10 +109,11 @@ class MaskJob:
 
 def mask_job(job: MaskJob) -> tuple[bytes, float]:
     """The tissue mask of one source as PNG bytes, and how many level-0 pixels a mask pixel spans."""
-    check_source(job.source)
-    with reader_for(job.source, 3, job.max_megapixels) as reader:
+    source = local_copy(job.source)
+    check_source(source)
+    with reader_for(source, 3, job.max_megapixels) as reader:
         view, downsample = low_resolution_view(reader)
-    mask = tissue_mask(view, str(job.source.path))
+    mask = tissue_mask(view, str(source.path))
     if not mask.any():
         raise SourceError(
             f"{job.source.path}: no tissue found (Otsu threshold on a {view.shape[1]}x{view.shape[0]} "
@@ -279,11 +281,12 @@ def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.nda
     cache = _caches().pixels
     found = cache.pop(key, None)
     if found is None:
-        check_source(source)
-        if source.backend != "pillow":
-            found = Windows(reader_for(source, channels, max_megapixels), source.level)
+        here = local_copy(source)
+        check_source(here)
+        if here.backend != "pillow":
+            found = Windows(reader_for(here, channels, max_megapixels), here.level)
         else:
-            found = load_pixels(source, channels, max_megapixels)
+            found = load_pixels(here, channels, max_megapixels)
             found.flags.writeable = False
     cache[key] = found
     while len(cache) > 1 and sum(_size(value) for value in cache.values()) > PIXEL_CACHE_BYTES:
