@@ -56,6 +56,8 @@ class ProcessPool:
         self._pool = context.Pool(workers, initializer=ignore_file_size_signal)
 
     def map(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
+        if len(items) == 1:  # nothing to share out: sending it to a worker only adds the transfer
+            return map(function, items)
         return self._pool.imap(function, items, chunksize=1)
 
     def close(self) -> None:
