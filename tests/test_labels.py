@@ -230,6 +230,19 @@ def test_folder_labelled_manifests_have_no_label_keys(images: Path, tmp_path: Pa
     assert all("labels" not in source for source in manifest["sources"])
 
 
+def test_info_says_where_the_labels_come_from(tmp_path: Path) -> None:
+    from patchpack.audit.info import info
+
+    images, labels = write_labelled(tmp_path)
+    raw = labelled_params(images, labels, labels={"rule": "majority"}, extract={"targets": "mask"})
+    extract(params_from_dict(raw), out=tmp_path / "out")
+    text = info(tmp_path / "out")
+    assert (
+        "labels       from annotations (1 label file, hashed), rule majority >= 0.5; mask " in text
+    )
+    assert "tumour" in text and "necrosis" in text
+
+
 def test_a_changed_mask_value_fails_verify(tmp_path: Path) -> None:
     images, labels = write_labelled(tmp_path)
     raw = labelled_params(images, labels, extract={"targets": "mask"})

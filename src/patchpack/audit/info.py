@@ -33,12 +33,28 @@ def info(folder: Path) -> str:
     lines += [
         "",
         f"patches      {patches} of {size}x{size}x{channels}, split mode {params.split.mode}, seed {params.seed}",
+        f"labels       {_labels(manifest)}",
         f"shards       {len(manifest.shards)} ({params.shards.compression}, level {params.shards.level})",
         f"bytes        {on_disk:,} on disk, {raw:,} raw pixels, ratio {on_disk / raw if raw else 0:.3f}",
         f"per patch    {on_disk / patches if patches else 0:.0f} bytes",
         f"fingerprint  {manifest.fingerprint}",
     ]
     return "\n".join(lines)
+
+
+def _labels(manifest: Manifest) -> str:
+    """Where the labels come from, and whether mask targets are stored."""
+    labels = manifest.params.labels
+    if not labels.per_patch:
+        text = "from class folders"
+    else:
+        rule = labels.rule if labels.rule == "centre" else f"majority >= {labels.min_fraction:g}"
+        files = sum(record.labels is not None for record in manifest.sources)
+        plural = "" if files == 1 else "s"
+        text = f"from {labels.origin} ({files} label file{plural}, hashed), rule {rule}"
+    if manifest.params.extract.targets == "mask":
+        text += "; mask targets stored"
+    return text
 
 
 def _size(manifest: Manifest, entry: ShardEntry) -> int:
