@@ -15,7 +15,7 @@ import hashlib
 import logging
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from tqdm import tqdm
 from patchpack.dataset.executors import DaskExecutor, Executor, open_executor
 from patchpack.dataset.fetch import is_url, mirrored, with_urls
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
-from patchpack.dataset.labels import attach_labels, open_labels
+from patchpack.dataset.labels import Labeller, attach_labels, open_labels
 from patchpack.dataset.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -187,11 +187,7 @@ def _plan(
         extract=params.extract,
         split=params.split,
         rois={source_id: roi for source_id, (roi, _) in rois.items()},
-        labellers={
-            source.id: open_labels(source, params.labels, params.source.max_megapixels)
-            for source in sources
-            if params.labels.per_patch
-        },
+        labellers=_GridLabellers(sources, params) if params.labels.per_patch else None,
     )
     counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
     specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
@@ -241,6 +237,25 @@ def _write(
         manifest.write(staging)
         swap_in(staging, out)
     return manifest
+
+
+class _GridLabellers(Mapping[str, Labeller]):
+    """Each source's labeller, opened when the plan asks for it: only grid sampling does (to count
+    the labelled positions), one source at a time, so they are never all held at once."""
+
+    def __init__(self, sources: list[SourceImage], params: Params) -> None:
+        self._sources = {source.id: source for source in sources}
+        self._params = params
+
+    def __getitem__(self, source_id: str) -> Labeller:
+        source = self._sources[source_id]
+        return open_labels(source, self._params.labels, self._params.source.max_megapixels)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
 
 
 def _envelope(params: Params) -> Callable[[], dict[str, str]]:

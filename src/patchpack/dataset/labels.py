@@ -134,7 +134,7 @@ def attach_labels(
         if kind == "mask":
             file = replace(file, downsample=_raster_downsample(file, source, max_megapixels))
         attached = replace(source, labels=file)
-        open_labels(attached, labels, max_megapixels)  # parses and checks it, once per process
+        open_labels(attached, labels, max_megapixels)  # parsed here, so a bad file fails early
         found.append(attached)
     return found
 
