@@ -60,7 +60,7 @@ def test_a_dataset_from_a_url_is_the_dataset_from_a_local_copy(
 ) -> None:
     _, images = bucket
     assert is_url(url(tmp_path)) and not is_url(str(images)) and not is_url("file:///x")
-    assert list_files(url(tmp_path)) == sorted(
+    assert [item.relative for item in list_files(url(tmp_path))] == sorted(
         path.relative_to(images).as_posix() for path in images.rglob("*.png")
     )
     local = extract(small_params(images), out=tmp_path / "local")
@@ -104,3 +104,84 @@ def test_a_missing_bucket_is_one_line(tmp_path: Path, bucket: tuple[MotoS3, Path
 def test_an_unknown_protocol_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"nope://x/y: no file system for this URL"):
         extract(at("nope://x/y"), out=tmp_path / "o")
+
+
+def put(server: MotoS3, tmp_path: Path, name: str, body: bytes) -> None:
+    server.client().put_object(Bucket=BUCKET, Key=f"{tmp_path.name}/images/{name}", Body=body)
+
+
+def test_folder_markers_are_skipped_and_odd_names_refused(
+    tmp_path: Path, bucket: tuple[MotoS3, Path]
+) -> None:
+    server, images = bucket
+    put(server, tmp_path, "class_0/", b"")  # what "Create folder" in the S3 console makes
+    local = extract(small_params(images), out=tmp_path / "local")
+    assert extract(at(url(tmp_path)), out=tmp_path / "remote").fingerprint == local.fingerprint
+    put(server, tmp_path, "class_1//x.png", b"x")
+    with pytest.raises(SourceError, match=r"class_1//x.png: not a usable file name"):
+        extract(at(url(tmp_path)), out=tmp_path / "odd")
+
+
+def test_a_non_image_is_refused_before_it_is_fetched(
+    tmp_path: Path, bucket: tuple[MotoS3, Path]
+) -> None:
+    server, _ = bucket
+    put(server, tmp_path, "class_0/notes.txt", b"x" * 1000)
+    with pytest.raises(SourceError, match=rf"{url(tmp_path)}/class_0/notes.txt: not an image"):
+        extract(at(url(tmp_path)), out=tmp_path / "out")
+    assert not list(cache_root().rglob("notes.txt"))
+
+
+def test_errors_about_a_source_name_its_url(tmp_path: Path, bucket: tuple[MotoS3, Path]) -> None:
+    server, _ = bucket
+    put(server, tmp_path, "class_0/broken.png", b"not a png at all")
+    with pytest.raises(SourceError) as raised:
+        extract(at(url(tmp_path)), out=tmp_path / "out")
+    assert str(raised.value).startswith(f"{url(tmp_path)}/class_0/broken.png: not a readable image")
+    assert "patchpack-sources-" not in str(raised.value)
+
+
+def test_objects_are_fetched_again_only_when_they_change(
+    tmp_path: Path, bucket: tuple[MotoS3, Path]
+) -> None:
+    server, images = bucket
+    first = extract(at(url(tmp_path)), out=tmp_path / "a")
+    blobs = {path: path.stat().st_mtime_ns for path in cache_root().rglob("*.png")}
+    again = extract(at(url(tmp_path)), out=tmp_path / "b")  # same process: no stale listing
+    assert again.fingerprint == first.fingerprint
+    assert {path: path.stat().st_mtime_ns for path in cache_root().rglob("*.png")} == blobs
+    flipped = images / "class_0" / "img_0.png"
+    from PIL import Image
+
+    with Image.open(flipped) as image:
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "flipped.png")
+    put(server, tmp_path, "class_0/img_0.png", (tmp_path / "flipped.png").read_bytes())
+    changed = extract(at(url(tmp_path)), out=tmp_path / "c")
+    assert changed.fingerprint != first.fingerprint
+
+
+def test_a_corrupted_cached_copy_is_fetched_again(
+    tmp_path: Path, bucket: tuple[MotoS3, Path]
+) -> None:
+    from patchpack.dataset.sources import catalog
+
+    _, images = bucket
+    _, sources = catalog(images, max_megapixels=1)
+    first = sources[0]
+    remote = dataclasses.replace(
+        first, path=tmp_path / "elsewhere" / "a.png", url=f"{url(tmp_path)}/{first.id}"
+    )
+    cached = local_copy(remote).path
+    cached.write_bytes(b"corrupted on this node's disk")
+    assert local_copy(remote).path.read_bytes() == first.path.read_bytes()
+
+
+def test_a_relative_cache_folder_works(
+    tmp_path: Path, bucket: tuple[MotoS3, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, images = bucket
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATCHPACK_CACHE", "relative-cache")
+    local = extract(small_params(images), out=tmp_path / "local")
+    assert extract(at(url(tmp_path)), out=tmp_path / "remote").fingerprint == local.fingerprint
+    assert (tmp_path / "relative-cache").is_dir()

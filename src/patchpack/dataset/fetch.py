@@ -1,8 +1,9 @@
 """Sources at a URL: ``source.dir: s3://bucket/slides`` (any fsspec file system that can list).
 
-The catalog lists the URL (sorted, hidden names left out), fetches every file once into a local,
-content-addressed cache (``<cache>/<sha256>/<name>``, hashed while it is fetched) and catalogs a
-folder of links to the cached files: ids are the files' paths relative to the URL, so a dataset
+The catalog lists the URL (sorted, hidden names left out), fetches every file into a local,
+content-addressed cache (``<cache>/<sha256>/<name>``, hashed while it is fetched; an object whose
+version tag, its ETag, is the one fetched before is not fetched again, once its cached copy still
+hashes to the sha256 recorded then) and catalogs a folder of links to the cached files: ids are the files' paths relative to the URL, so a dataset
 built from a URL is byte-identical to one built from a local copy of it. Each source keeps its URL;
 a worker on another node that lacks the cached file fetches it into its own cache and checks the
 sha256 the catalog recorded before decoding it, so a changed object fails loudly.
@@ -18,15 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from patchpack.dataset.sources import SourceImage, remember_sha256
+from patchpack.dataset.io import write_json_atomic
+from patchpack.dataset.readers import SUFFIXES
+from patchpack.dataset.sources import SourceImage, remember_sha256, source_sha256
 from patchpack.errors import SourceError
 
 BLOCK = 8 * 2**20
@@ -39,11 +43,11 @@ def is_url(text: str) -> bool:
 
 
 def cache_root() -> Path:
-    """Where fetched sources are kept on this machine."""
+    """Where fetched sources are kept on this machine (an absolute path: links point into it)."""
     if os.environ.get("PATCHPACK_CACHE"):
-        return Path(os.environ["PATCHPACK_CACHE"])
+        return Path(os.environ["PATCHPACK_CACHE"]).resolve()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "patchpack" / "sources"
+    return (Path(base) / "patchpack" / "sources").resolve()
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
@@ -59,79 +63,179 @@ def _filesystem(url: str) -> tuple[Any, str]:
     return fs, str(root).rstrip("/")
 
 
-def list_files(url: str) -> list[str]:
-    """The files under ``url``, as sorted POSIX paths relative to it (hidden names left out)."""
+@dataclass(frozen=True)
+class Listed:
+    """One file under the URL: its path relative to it, size and version tag (ETag), if any."""
+
+    relative: str
+    size: int
+    tag: str | None
+
+
+def list_files(url: str) -> list[Listed]:
+    """The files under ``url``, sorted by their POSIX paths relative to it (hidden names and the
+    empty "folder" objects some tools create left out).
+
+    Raises
+    ------
+    SourceError
+        When the URL cannot be listed, lists nothing, or holds a name that cannot be a file in a
+        folder (an empty path component, ``..``, or a file that is also a folder).
+    """
     fs, root = _filesystem(url)
     try:
-        found = fs.find(root)
+        fs.invalidate_cache()  # a listing kept from earlier in this process may be stale
+        found = fs.find(root, detail=True)
     except Exception as exc:  # each protocol raises its own errors (no bucket, no credentials ...)
         raise SourceError(
             f"{url}: cannot list the sources ({type(exc).__name__}: {exc}); check the URL and the "
-            f"credentials (for S3: AWS_* variables, FSSPEC_S3_ENDPOINT_URL for another server)"
+            f"credentials (for S3: AWS_* variables, AWS_ENDPOINT_URL_S3 for another server)"
         ) from exc
-    relative = []
-    for path in found:
+    listed = {}
+    for path, info in found.items():
         name = str(path)[len(root) :].lstrip("/")
-        if name and not any(part.startswith(".") for part in PurePosixPath(name).parts):
-            relative.append(name)
-    if not relative:
+        if not name or name.endswith("/"):
+            continue  # a folder marker
+        parts = PurePosixPath(name).parts
+        if any(part.startswith(".") for part in parts if part != ".."):
+            continue
+        if "//" in name or ".." in parts:
+            raise SourceError(
+                f"{url}/{name}: not a usable file name (an empty or '..' path component); rename "
+                f"or remove the object"
+            )
+        tag = info.get("ETag") or info.get("etag")
+        listed[name] = Listed(name, int(info.get("size") or 0), str(tag) if tag else None)
+    _refuse_file_folders(url, listed)
+    if not listed:
         raise SourceError(f"{url}: no files there; check source.dir")
-    return sorted(relative)
+    return [listed[name] for name in sorted(listed)]
 
 
-def fetch(url: str, *, sha256: str | None = None) -> tuple[Path, str]:
-    """The cached copy of the file at ``url`` and its sha256, fetched when not cached yet.
+def _refuse_file_folders(url: str, listed: dict[str, Listed]) -> None:
+    folders = {str(parent) for name in listed for parent in PurePosixPath(name).parents}
+    for name in sorted(listed):
+        if name in folders:
+            raise SourceError(
+                f"{url}/{name}: an object has the name of a folder of other objects; rename or "
+                f"remove it"
+            )
+        if PurePosixPath(name).suffix.lower() not in SUFFIXES:
+            raise SourceError(
+                f"{url}/{name}: not an image (supported: {', '.join(SUFFIXES)}); remove it from "
+                f"the source folder"
+            )
 
-    With ``sha256`` (a worker's check) a cached copy is used as it is, and a fetched one that does
-    not match fails in one line; without it (the catalog) the file is always fetched and hashed.
+
+def _cache_folder() -> Path:
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SourceError(
+            f"{root}: cannot use it as the cache for fetched sources ({exc.strerror}); set "
+            f"PATCHPACK_CACHE to a writable folder"
+        ) from exc
+    return root
+
+
+def fetch(url: str, *, sha256: str | None = None, tag: str | None = None) -> tuple[Path, str]:
+    """The cached copy of the file at ``url`` and its sha256, fetched when it is not cached.
+
+    A cached copy is used when its bytes still have the sha256 expected: the ``sha256`` a worker
+    was given, or the one recorded when the object of version ``tag`` (its ETag) was fetched
+    before. Anything else is fetched anew, and a fetched copy that does not match ``sha256`` fails
+    in one line.
     """
     name = PurePosixPath(url.split("://", 1)[1]).name or "source"
-    if sha256 is not None:
-        cached = cache_root() / sha256 / name
-        if cached.is_file():
-            return cached, sha256
-    fs, path = _filesystem(url)
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=root, prefix=".fetch-", delete=False) as tmp:
-        try:
-            with fs.open(path, "rb") as remote:
-                while block := remote.read(BLOCK):
-                    digest.update(block)
-                    tmp.write(block)
-        except Exception as exc:  # the protocol's own errors, or a full disk here
-            Path(tmp.name).unlink(missing_ok=True)
-            raise SourceError(
-                f"{url}: cannot fetch the source ({type(exc).__name__}: {exc}); check the URL, "
-                f"the credentials and the free space in {root}"
-            ) from exc
-    found = digest.hexdigest()
+    root = _cache_folder()
+    known = sha256 or _recorded(root, url, tag)
+    if known is not None:
+        cached = root / known / name
+        if cached.is_file() and source_sha256(cached) == known:
+            return cached, known
+    found, target = _download(url, root, name)
     if sha256 is not None and found != sha256:
-        Path(tmp.name).unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
         raise SourceError(
             f"{url}: its bytes differ from those the catalog hashed (sha256 {sha256[:16]}...): "
             f"the object changed during the run; run again"
         )
-    target = root / found / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp.name, target)
-    remember_sha256(target, found)
+    _record(root, url, tag, found)
     return target, found
+
+
+def _download(url: str, root: Path, name: str) -> tuple[str, Path]:
+    """Fetch ``url`` into the cache, hashing it on the way; returns (sha256, cached path)."""
+    fs, path = _filesystem(url)
+    digest = hashlib.sha256()
+    handle, name_tmp = tempfile.mkstemp(dir=root, prefix=".fetch-")
+    os.close(handle)
+    tmp = Path(name_tmp)
+    try:
+        with open(tmp, "wb") as local, fs.open(path, "rb") as remote:
+            while block := remote.read(BLOCK):
+                digest.update(block)
+                local.write(block)
+        found = digest.hexdigest()
+        target = root / found / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+    except BaseException as exc:  # nothing half-fetched stays in the cache, Ctrl-C included
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception):
+            raise SourceError(
+                f"{url}: cannot fetch the source ({type(exc).__name__}: {exc}); check the URL, "
+                f"the credentials and the free space in {root}"
+            ) from exc
+        raise
+    remember_sha256(target, found)
+    return found, target
+
+
+def _index(root: Path, url: str) -> Path:
+    return root / ".index" / f"{hashlib.sha256(url.encode()).hexdigest()}.json"
+
+
+def _recorded(root: Path, url: str, tag: str | None) -> str | None:
+    """The sha256 fetched for ``url`` at version ``tag`` before, if any."""
+    if tag is None:
+        return None
+    try:
+        entry = json.loads(_index(root, url).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(entry, dict) and entry.get("tag") == tag and isinstance(entry.get("sha256"), str):
+        return str(entry["sha256"])
+    return None
+
+
+def _record(root: Path, url: str, tag: str | None, sha256: str) -> None:
+    if tag is None:
+        return
+    with contextlib.suppress(OSError):  # only a shortcut for the next run: losing it costs a fetch
+        write_json_atomic(_index(root, url), {"sha256": sha256, "tag": tag, "url": url})
 
 
 @contextlib.contextmanager
 def mirrored(url: str) -> Iterator[Path]:
-    """A temporary local folder of links to the cached copies of every file under ``url``."""
+    """A temporary local folder of links to the cached copies of every file under ``url``.
+
+    Errors raised within name the URL, not the temporary folder.
+    """
+    base = url.rstrip("/")
     tree = Path(tempfile.mkdtemp(prefix="patchpack-sources-"))
     try:
-        for relative in list_files(url):
-            cached, sha256 = fetch(f"{url.rstrip('/')}/{relative}")
-            link = tree / relative
+        for item in list_files(url):
+            cached, sha256 = fetch(f"{base}/{item.relative}", tag=item.tag)
+            link = tree / item.relative
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(cached)
             remember_sha256(link, sha256)
-        yield tree
+        try:
+            yield tree
+        except SourceError as exc:
+            raise SourceError(str(exc).replace(str(tree), base)) from exc
     finally:
         shutil.rmtree(tree, ignore_errors=True)
 
@@ -147,7 +251,7 @@ def with_urls(sources: list[SourceImage], url: str, tree: Path) -> list[SourceIm
 
 def local_copy(source: SourceImage) -> SourceImage:
     """``source`` readable here: as it is, or, for a source at a URL that this machine lacks, its
-    copy fetched into this machine's cache (checked against the catalog's sha256)."""
+    copy in this machine's cache (fetched when missing or not the catalog's bytes)."""
     if source.url is None or source.path.is_file():
         return source
     cached, _ = fetch(source.url, sha256=source.sha256)

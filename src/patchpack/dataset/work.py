@@ -25,7 +25,7 @@ from patchpack.dataset.io import manifest_json, write_bytes_atomic
 from patchpack.dataset.labels import Labeller, open_labels
 from patchpack.dataset.manifest import ShardEntry
 from patchpack.dataset.plan import ImagePlan, Rows, ShardSpec, sample_image
-from patchpack.dataset.readers import Reader
+from patchpack.dataset.readers import Reader, TiffReader
 from patchpack.dataset.shards import FORMAT_VERSION, ShardData, read_shard, shard_bytes
 from patchpack.dataset.sources import SourceImage, check_file, load_pixels, reader_for
 from patchpack.dataset.tissue import RoiMask, low_resolution_view, tissue_mask
@@ -300,7 +300,10 @@ def check_source(source: SourceImage) -> None:
 
 
 def _size(value: np.ndarray | Windows) -> int:
-    return value.nbytes if isinstance(value, np.ndarray) else Windows.KEEP_BYTES
+    """Bytes a kept source may hold: a decoded image, or a windowed one's windows and tiles."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    return Windows.KEEP_BYTES + TiffReader.TILE_CACHE_BYTES
 
 
 def _close(value: np.ndarray | Windows) -> None:
