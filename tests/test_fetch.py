@@ -9,6 +9,7 @@ import pytest
 
 from patchpack.dataset.extract import extract
 from patchpack.dataset.fetch import cache_root, is_url, list_files, local_copy
+from patchpack.dataset.sources import SourceImage, catalog
 from patchpack.errors import SourceError
 from patchpack.params import Params, params_from_dict
 from support.commands import file_digests
@@ -48,6 +49,16 @@ def url(tmp_path: Path) -> str:
     return f"s3://{BUCKET}/{tmp_path.name}/images"
 
 
+def on_another_node(images: Path, tmp_path: Path) -> tuple[SourceImage, SourceImage]:
+    """The first source as catalogued here, and as a node without the file sees it."""
+    _, sources = catalog(images, max_megapixels=1)
+    first = sources[0]
+    remote = dataclasses.replace(
+        first, path=tmp_path / "elsewhere" / "a.png", url=f"{url(tmp_path)}/{first.id}"
+    )
+    return first, remote
+
+
 def at(location: str) -> Params:
     """SMALL params whose source.dir is ``location`` (a URL)."""
     raw = small_raw(Path("."))
@@ -76,14 +87,8 @@ def test_a_dataset_from_a_url_is_the_dataset_from_a_local_copy(
 def test_a_worker_without_the_file_fetches_it_and_checks_its_hash(
     tmp_path: Path, bucket: tuple[MotoS3, Path]
 ) -> None:
-    from patchpack.dataset.sources import catalog
-
     server, images = bucket
-    _, sources = catalog(images, max_megapixels=1)
-    first = sources[0]
-    remote = dataclasses.replace(
-        first, path=tmp_path / "elsewhere" / "a.png", url=f"{url(tmp_path)}/{first.id}"
-    )
+    first, remote = on_another_node(images, tmp_path)
     here = local_copy(remote)  # another node: no such path, so it is fetched into its cache
     assert here.path.read_bytes() == first.path.read_bytes()
     assert here.path.is_relative_to(cache_root())
@@ -163,14 +168,8 @@ def test_objects_are_fetched_again_only_when_they_change(
 def test_a_corrupted_cached_copy_is_fetched_again(
     tmp_path: Path, bucket: tuple[MotoS3, Path]
 ) -> None:
-    from patchpack.dataset.sources import catalog
-
     _, images = bucket
-    _, sources = catalog(images, max_megapixels=1)
-    first = sources[0]
-    remote = dataclasses.replace(
-        first, path=tmp_path / "elsewhere" / "a.png", url=f"{url(tmp_path)}/{first.id}"
-    )
+    first, remote = on_another_node(images, tmp_path)
     cached = local_copy(remote).path
     cached.write_bytes(b"corrupted on this node's disk")
     assert local_copy(remote).path.read_bytes() == first.path.read_bytes()

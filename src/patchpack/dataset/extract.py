@@ -89,7 +89,6 @@ class _Planned:
     sources: list[SourceImage]
     staging: Path
     rois: dict[str, tuple[Roi, SourceRecord]]
-    counts: list[dict[str, int]]
     jobs: list[Job]
 
 
@@ -193,7 +192,7 @@ def _plan(
     specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
     _check_free_space(out, sum(spec.patches for spec in specs), params)
     jobs = [_job(spec, plans, params, class_names, staging, engine.gather) for spec in specs]
-    return _Planned(class_names, sources, staging, rois, counts, jobs)
+    return _Planned(class_names, sources, staging, rois, jobs)
 
 
 def _job(

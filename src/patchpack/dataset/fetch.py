@@ -65,10 +65,9 @@ def _filesystem(url: str) -> tuple[Any, str]:
 
 @dataclass(frozen=True)
 class Listed:
-    """One file under the URL: its path relative to it, size and version tag (ETag), if any."""
+    """One file under the URL: its path relative to it and its version tag (ETag), if any."""
 
     relative: str
-    size: int
     tag: str | None
 
 
@@ -105,7 +104,7 @@ def list_files(url: str) -> list[Listed]:
                 f"or remove the object"
             )
         tag = info.get("ETag") or info.get("etag")
-        listed[name] = Listed(name, int(info.get("size") or 0), str(tag) if tag else None)
+        listed[name] = Listed(name, str(tag) if tag else None)
     _refuse_file_folders(url, listed)
     if not listed:
         raise SourceError(f"{url}: no files there; check source.dir")
