@@ -295,3 +295,136 @@ def test_adding_an_image_changes_few_shards(tmp_path, server, env):
     assert 1 <= len(new_shards) <= 3  # region split: the image adds rows to train, val and test
     assert len(uploaded) == len(new_shards) + 2  # + the new manifest.json and DVC's .dir listing
     assert sum(uploaded.values()) < 0.35 * dataset_bytes
+
+
+# --- The proof: what decides "this is the committed dataset" is the bytes, never DVC's state -----
+
+
+def copy_bucket(server, source, target):
+    """A second bucket holding the same objects: a remote a test may tamper with."""
+    server.create_bucket(target)
+    client = server.client()
+    for key in server.objects(source):
+        client.copy_object(Bucket=target, Key=key, CopySource={"Bucket": source, "Key": key})
+
+
+def partner_on(owner, bucket, target, env):
+    partner = clone(owner, target, env)
+    run(
+        ["dvc", "remote", "modify", "--local", "storage", "url", f"s3://{bucket}/patches"],
+        partner,
+        env,
+    )
+    return partner
+
+
+def object_key(md5):
+    return f"patches/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def test_partner_extract_verifies_without_dvc_commit(project_a, env, tmp_path):
+    """A byte-identical rebuild by `patchpack extract` (not `dvc repro`) is the committed dataset,
+    although DVC's cache has never seen it; with a Dask cluster too."""
+    owner, _ = project_a
+    partner = clone(owner, tmp_path / "X", env)
+    run(["dvc", "remote", "remove", "storage"], partner, env)
+    for extra in ([], ["--cluster", "local:2"]):
+        run(["patchpack", "extract", "--out", "data/patches", *extra], partner, env)
+        verified = run(["patchpack", "verify"], partner, env)
+        assert VERIFIED.search(verified.stdout), verified.stdout
+        assert f"hashes to the md5 {locked_md5(owner)}" in verified.stdout
+    assert not (partner / ".dvc" / "cache" / "files").exists()  # DVC was never asked
+    # the other way round: the same folder with one byte changed is not the committed dataset
+    shard = next((partner / "data" / "patches" / "train").glob("shard-*.h5"))
+    shard.write_bytes(shard.read_bytes() + b"\0")
+    failed = run(["patchpack", "verify"], partner, env, ok=False)
+    assert failed.returncode == 1
+    assert "but dvc.lock records" in failed.stdout
+
+
+def test_pull_from_a_remote_serving_an_edited_manifest_fails(project_a, server, env, tmp_path):
+    owner, bucket = project_a
+    hostile = f"pp-edit-{uuid.uuid4().hex[:10]}"
+    copy_bucket(server, bucket, hostile)
+    listing = json.loads(
+        (owner / ".dvc/cache/files/md5" / locked_md5(owner)[:2] / locked_md5(owner)[2:]).read_text()
+    )
+    (manifest_md5,) = [e["md5"] for e in listing if e["relpath"] == "manifest.json"]
+    client = server.client()
+    text = client.get_object(Bucket=hostile, Key=object_key(manifest_md5))["Body"].read().decode()
+    assert '"seed": 2019' in text
+    client.put_object(
+        Bucket=hostile,
+        Key=object_key(manifest_md5),
+        Body=text.replace('"seed": 2019', '"seed": 2020'),
+    )
+    partner = partner_on(owner, hostile, tmp_path / "H1", env)
+    pulled = run(["patchpack", "pull"], partner, env, ok=False)
+    assert pulled.returncode == 1, pulled.stdout + pulled.stderr
+    assert "FAIL data/patches hashes to md5" in pulled.stdout
+    assert not VERIFIED.search(pulled.stdout)
+
+
+def test_pull_from_a_remote_serving_a_self_consistent_forgery_fails(
+    project_a, server, env, tmp_path
+):
+    """Shards, manifest, hashes and fingerprint all rewritten (another seed), and DVC's .dir listing
+    rewritten to match: every file is what its listing says; only the committed md5 tells."""
+    owner, bucket = project_a
+    forger = clone(owner, tmp_path / "forger", env)
+    params = yaml.safe_load((forger / "params.yaml").read_text())
+    params["base"]["seed"] = 2020
+    (forger / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["patchpack", "extract", "--out", "data/patches"], forger, env)
+    assert run(["patchpack", "verify", "--no-lock"], forger, env).returncode == 0
+
+    hostile = f"pp-forge-{uuid.uuid4().hex[:10]}"
+    copy_bucket(server, bucket, hostile)
+    client = server.client()
+    forged = file_digests(forger / "data" / "patches", "md5")
+    for relpath, md5 in forged.items():
+        client.put_object(
+            Bucket=hostile,
+            Key=object_key(md5),
+            Body=(forger / "data/patches" / relpath).read_bytes(),
+        )
+    lie = json.dumps(
+        [{"md5": md5, "relpath": relpath} for relpath, md5 in sorted(forged.items())],
+        sort_keys=True,
+    )
+    client.put_object(Bucket=hostile, Key=object_key(locked_md5(owner)), Body=lie.encode())
+
+    partner = partner_on(owner, hostile, tmp_path / "H2", env)
+    pulled = run(["patchpack", "pull"], partner, env, ok=False)
+    assert pulled.returncode == 1, pulled.stdout + pulled.stderr
+    assert file_digests(partner / "data" / "patches", "md5") == forged  # DVC took the forgery
+    assert "FAIL data/patches hashes to md5" in pulled.stdout
+    verified = run(["patchpack", "verify"], partner, env, ok=False)
+    assert verified.returncode == 1 and "but dvc.lock records" in verified.stdout
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_dvc_cache_link_layouts_verify(project_a, env, tmp_path, link):
+    """DVC's documented cache.type symlink and hardlink checkouts are the committed dataset."""
+    owner, _ = project_a
+    partner = clone(owner, tmp_path / f"K-{link}", env)
+    run(["dvc", "config", "--local", "cache.type", link], partner, env)
+    pulled = run(["patchpack", "pull"], partner, env)
+    assert VERIFIED.search(pulled.stdout), pulled.stdout
+    shard = next((partner / "data" / "patches" / "train").glob("shard-*.h5"))
+    assert shard.is_symlink() == (link == "symlink")
+    assert file_digests(partner / "data" / "patches") == file_digests(owner / "data" / "patches")
+
+
+def test_shard_linked_outside_the_project_cache_is_refused(project_a, env, tmp_path):
+    owner, _ = project_a
+    partner = clone(owner, tmp_path / "Y", env)
+    run(["dvc", "pull"], partner, env)
+    shard = next((partner / "data" / "patches" / "train").glob("shard-*.h5"))
+    elsewhere = tmp_path / "elsewhere.h5"
+    shutil.copyfile(shard, elsewhere)
+    shard.unlink()
+    shard.symlink_to(elsewhere)
+    failed = run(["patchpack", "verify"], partner, env, ok=False)
+    assert failed.returncode == 1
+    assert "outside its project's DVC cache" in failed.stdout

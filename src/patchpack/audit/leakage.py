@@ -1,6 +1,11 @@
 """The leakage audit: no source image (split mode ``image``) or no pixel (mode ``region``) in two splits.
 
-It needs only provenance (each shard's sources and patch coordinates), never pixels.
+It needs only provenance (each shard's sources and patch coordinates), never pixels. Coordinates are
+stored in level-0 pixels, and a patch cut at a pyramid level of downsample ``d`` covers
+``patch_size * d`` of them; the audit compares patches at their source's sampled level (level-0
+coordinates divided by ``d`` and rounded, which undoes the rounding that stored them), where a patch
+is a square of ``patch_size`` pixels: two squares share a pixel exactly when both of their corners
+are less than ``patch_size`` apart.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ def audit_leakage(manifest: Manifest, shards: list[ShardData]) -> list[str]:
     if mode == "patch":
         return []
     size = manifest.patch_size
+    downsample = {record.id: record.downsample for record in manifest.sources}
     rects: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     for data in shards:
         split = str(data.attrs["split"])
@@ -40,10 +46,12 @@ def audit_leakage(manifest: Manifest, shards: list[ShardData]) -> list[str]:
             continue
         for i, first in enumerate(splits):
             for second in splits[i + 1 :]:
+                scale = downsample.get(source, 1.0)
                 hit = _overlap(
                     np.concatenate(rects[source][first]),
                     np.concatenate(rects[source][second]),
                     size,
+                    scale,
                 )
                 if hit is not None:
                     (ay, ax), (by, bx) = hit
@@ -55,15 +63,20 @@ def audit_leakage(manifest: Manifest, shards: list[ShardData]) -> list[str]:
 
 
 def _overlap(
-    a: np.ndarray, b: np.ndarray, size: int, chunk: int = 2048
+    a: np.ndarray, b: np.ndarray, size: int, downsample: float = 1.0, chunk: int = 2048
 ) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """The first pair of squares of side ``size`` (top-left corners ``a`` and ``b``) that share a pixel."""
+    """The first pair of patches (level-0 top-left corners ``a`` and ``b``, each of shape (n, 2)) that
+    share a pixel, when each covers ``size`` pixels of a level ``downsample`` times coarser than
+    level 0; returned as level-0 corners."""
+    level_a = np.round(a / downsample).astype(np.int64)
+    level_b = np.round(b / downsample).astype(np.int64)
     for start in range(0, len(a), chunk):
-        part = a[start : start + chunk]
-        close = (np.abs(part[:, None, 0] - b[None, :, 0]) < size) & (
-            np.abs(part[:, None, 1] - b[None, :, 1]) < size
+        part = level_a[start : start + chunk]
+        close = (np.abs(part[:, None, 0] - level_b[None, :, 0]) < size) & (
+            np.abs(part[:, None, 1] - level_b[None, :, 1]) < size
         )
         if close.any():
             i, j = np.argwhere(close)[0]
-            return (int(part[i, 0]), int(part[i, 1])), (int(b[j, 0]), int(b[j, 1]))
+            i += start
+            return (int(a[i, 0]), int(a[i, 1])), (int(b[j, 0]), int(b[j, 1]))
     return None

@@ -37,6 +37,58 @@ _DIGEST = 16  # hex characters per patch digest
 MAX_MANIFEST_BYTES = 1 << 30
 
 
+def contained(folder: Path, relative: str) -> Path:
+    """``folder / relative``, refused when it resolves outside ``folder``.
+
+    A link is accepted only when it resolves into the object store of the DVC cache of the project
+    that holds ``folder`` (``.dvc/cache/files/``, or the ``cache.dir`` its config names): that is how
+    DVC's ``cache.type symlink`` checks a dataset out. A link anywhere else is refused, since a
+    dataset must hold its own shards.
+
+    Raises
+    ------
+    IntegrityError
+        When the path resolves outside ``folder`` and outside its project's DVC cache.
+    """
+    path = Path(folder) / relative
+    root = Path(folder).resolve()
+    target = path.resolve()
+    if root in target.parents:
+        return path
+    cache = dvc_cache_objects(root)
+    if cache is not None and cache in target.parents:
+        return path
+    raise IntegrityError(
+        f"{relative}: resolves to {target}, outside the dataset folder {root} and outside its "
+        f"project's DVC cache (a symlink); a dataset must hold its own shards: pull or extract it again"
+    )
+
+
+def dvc_cache_objects(folder: Path) -> Path | None:
+    """The object folder of the DVC cache of the project holding ``folder`` (``None`` outside one).
+
+    It is ``.dvc/cache/files`` unless ``.dvc/config`` or ``.dvc/config.local`` sets ``cache.dir``
+    (relative to ``.dvc``), the later file winning as in DVC.
+    """
+    import configparser
+
+    for project in (folder, *folder.parents):
+        dvc_dir = project / ".dvc"
+        if not dvc_dir.is_dir():
+            continue
+        cache = dvc_dir / "cache"
+        for name in ("config", "config.local"):
+            parser = configparser.ConfigParser(interpolation=None, strict=False)
+            try:
+                parser.read(dvc_dir / name, encoding="utf-8")
+            except (configparser.Error, UnicodeDecodeError):
+                continue
+            if parser.has_option("cache", "dir"):
+                cache = (dvc_dir / parser.get("cache", "dir")).expanduser()
+        return (cache / "files").resolve()
+    return None
+
+
 @dataclass(frozen=True)
 class ShardEntry:
     """One shard as the manifest records it; ``path`` is relative to the dataset folder."""
@@ -143,29 +195,18 @@ class Manifest:
         """Where the shard of ``entry`` is, refused when it would lead outside the dataset folder.
 
         Entry paths are validated as ``<split>/shard-NNNNN.h5`` when the manifest is read; this also
-        refuses a shard (or split folder) that is a symlink resolving outside the folder.
+        refuses a shard (or split folder) that is a symlink resolving outside the folder, except into
+        the DVC cache of the project holding the folder (DVC's ``cache.type symlink`` layout).
         """
         if self.folder is None:
             raise ValueError("this manifest was not read from a folder")
-        path = self.folder / entry.path
-        root = self.folder.resolve()
-        if root not in path.resolve().parents:
-            raise IntegrityError(
-                f"{entry.path}: resolves to {path.resolve()}, outside the dataset folder {root} "
-                f"(a symlink); a dataset must hold its own shards: pull or extract it again"
-            )
-        return path
+        return contained(self.folder, entry.path)
 
     def roi_path(self, record: SourceRecord) -> Path | None:
         """Where a source's tissue mask is (``None`` without one); inside the folder, or refused."""
         if record.roi is None or self.folder is None:
             return None
-        path = self.folder / record.roi
-        if self.folder.resolve() not in path.resolve().parents:
-            raise IntegrityError(
-                f"{record.roi}: resolves outside the dataset folder (a symlink); pull or extract again"
-            )
-        return path
+        return contained(self.folder, record.roi)
 
     def shards_for(self, split: str) -> list[ShardEntry]:
         """The shards of ``split`` in canonical order."""

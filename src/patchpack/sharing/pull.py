@@ -6,7 +6,9 @@
    ``dvc pull``. When the remote cannot be used, say why in one line and offer ``--rebuild``.
 3. With ``--rebuild``, run ``dvc repro STAGE`` instead; a rebuild whose hash differs from the
    committed ``dvc.lock`` fails.
-4. Check that the workspace matches ``dvc.lock`` (``dvc status``) and run ``patchpack verify``.
+4. Hash the folder's bytes as DVC hashes a directory, compare that md5 with the committed
+   ``dvc.lock`` (DVC does not re-hash what it downloads, and ``dvc status`` trusts its own state, so
+   neither can prove it), and run ``patchpack verify``.
 
 A partner never gets exit 0 on data that was not verified: the result is ``True`` only when the
 folder matches the committed hash and every shard matches its manifest.
@@ -14,7 +16,6 @@ folder matches the committed hash and every shard matches its manifest.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import yaml
 
+from patchpack.dataset.manifest import dvc_cache_objects
 from patchpack.errors import PatchpackError, RemoteError
 from patchpack.sharing.dvcconfig import find_root, load_remote, run_dvc
+from patchpack.sharing.dvchash import committed_listing, differences, entries_md5, hashed_entries
 from patchpack.sharing.remote import check_remote
 
 
@@ -82,20 +85,28 @@ def locked_md5(root: Path, tracked: Tracked) -> str | None:
         return None
 
 
-def out_status(root: Path, tracked: Tracked) -> str | None:
-    """``None`` when the folder matches what DVC recorded, else DVC's word for it (``modified``...)."""
-    proc = run_dvc(["status", "--json", tracked.target], root)
-    try:
-        status = json.loads(proc.stdout or "{}")
-    except json.JSONDecodeError:
-        return f"unreadable `dvc status` output: {proc.stdout.strip()[:200]}"
-    for entries in status.values():
-        for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict):
-                state = entry.get("changed outs", {}).get(tracked.path)
-                if state:
-                    return str(state)
-    return None
+def folder_state(root: Path, tracked: Tracked, committed: str | None = None) -> str | None:
+    """``None`` when the folder's bytes hash to the md5 that DVC recorded (``committed``, else what
+    ``dvc.lock`` or the ``.dvc`` file says now), else one line saying how it differs.
+
+    The md5 is computed here from every byte (:func:`patchpack.sharing.dvchash.dir_md5`): DVC's own
+    status trusts its state database and cache, which a remote or a rewritten file can fool.
+    """
+    want = committed if committed is not None else tracked.md5
+    folder = root / tracked.path
+    if not folder.is_dir():
+        return f"{tracked.path} is missing"
+    entries = hashed_entries(folder, root)
+    got = entries_md5(entries)
+    if want is None or got == want:
+        return None
+    listing = committed_listing(dvc_cache_objects(root), want)
+    which = (
+        differences(entries, listing)
+        if listing is not None
+        else "the committed listing is not in the DVC cache, or does not hash to its name"
+    )
+    return f"{tracked.path} hashes to md5 {got}, but dvc.lock records {want} ({which})"
 
 
 def remote_problem(root: Path, echo: Callable[[str], None]) -> str | None:
@@ -175,10 +186,14 @@ def pull(
             )
             return False
         echo(f"rebuilt {tracked.path}: md5 {rebuilt} equals the committed dvc.lock")
-    state = out_status(root, tracked)
+    state = folder_state(root, tracked, committed)
     if state is not None:
-        echo(f"FAIL {tracked.path} is {state} relative to dvc.lock (`dvc status {tracked.target}`)")
+        echo(
+            f"FAIL {state}: not the committed dataset (the remote served other bytes, or the "
+            f"folder was changed); do not use it"
+        )
         return False
+    echo(f"{tracked.path} hashes to the md5 {committed} that dvc.lock records")
     report = verify(root / tracked.path)
     echo(report.render())
     return report.ok
@@ -198,11 +213,10 @@ def committed_state(data: Path) -> tuple[str | None, str]:
         return None, "not compared with dvc.lock: the folder is not a DVC-tracked output"
     if tracked.md5 is None:
         return None, f"not compared with dvc.lock: no hash recorded for {tracked.path} yet"
-    state = out_status(root, tracked)
+    state = folder_state(root, tracked)
     if state is not None:
         return (
-            f"{tracked.path} is {state} relative to the md5 in dvc.lock, so it is not the committed "
-            f"dataset: `patchpack pull` (or `dvc checkout`) restores it; after a deliberate change, "
-            f"`dvc commit {tracked.target}` records it"
+            f"{state}, so it is not the committed dataset: `patchpack pull` (or `dvc checkout`) "
+            f"restores it; after a deliberate change, `dvc commit {tracked.target}` records it"
         ), ""
-    return None, f"{tracked.path} matches the md5 {tracked.md5} that dvc.lock records"
+    return None, f"{tracked.path} hashes to the md5 {tracked.md5} that dvc.lock records"
