@@ -1,14 +1,16 @@
 """The house's rules, checked on the source: wings import downwards only, and nothing imports in a circle.
 
-Every ``import`` statement counts, including those inside functions (a lazy import still couples two
-modules). Layers, lowest first: the entrance's own modules (errors, params, version), ``dataset``,
-``audit``, then ``sharing`` and ``training`` side by side; ``cli`` and the package ``__init__`` sit on
-top and only they may reach across.
+Every ``import`` statement counts, including relative ones (resolved against the module's package)
+and those inside functions (a lazy import still couples two modules). Layers, lowest first: the
+entrance's own modules (errors, params, version), ``dataset``, ``audit``, then ``sharing`` and
+``training`` side by side; ``cli`` and the package ``__init__`` sit on top and only they may reach
+across.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -45,18 +47,31 @@ def wing(module: str) -> str:
 MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imports_of(module: str) -> set[str]:
-    """The patchpack modules that ``module`` imports anywhere in its body."""
-    found: set[str] = set()
-    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        names: list[str] = []
+def imported_names(source: str, module: str, *, is_package: bool = False) -> set[str]:
+    """Every dotted name an ``import`` in ``source`` (the code of ``module``) may bind.
+
+    A relative import is resolved against the module's package, as Python resolves it (the package
+    is the module itself for an ``__init__``): ``from ..training import loader`` in
+    ``patchpack.audit.verify`` names ``patchpack.training`` and ``patchpack.training.loader``.
+    """
+    package = module if is_package else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        found |= {name for name in names if name in MODULES and name != module}
-    return found
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def imports_of(module: str) -> set[str]:
+    """The patchpack modules that ``module`` imports anywhere in its body, relatively or not."""
+    path = MODULES[module]
+    names = imported_names(
+        path.read_text(encoding="utf-8"), module, is_package=path.name == "__init__.py"
+    )
+    return {name for name in names if name in MODULES and name != module}
 
 
 GRAPH = {module: imports_of(module) for module in MODULES}
@@ -65,6 +80,50 @@ GRAPH = {module: imports_of(module) for module in MODULES}
 def test_the_graph_sees_the_package() -> None:
     assert {"patchpack.cli", "patchpack.dataset.extract", "patchpack.audit.verify"} <= set(GRAPH)
     assert "patchpack.dataset.manifest" in GRAPH["patchpack.dataset.extract"]
+
+
+@pytest.mark.parametrize(
+    ("statement", "module", "is_package", "expected"),
+    [
+        (
+            "from ..training import loader",
+            "patchpack.audit.verify",
+            False,
+            "patchpack.training.loader",
+        ),
+        ("from .. import cli", "patchpack.audit.verify", False, "patchpack.cli"),
+        (
+            "from ..sharing.pull import pull",
+            "patchpack.dataset.plan",
+            False,
+            "patchpack.sharing.pull",
+        ),
+        (
+            "from .plan import cut_shards",
+            "patchpack.dataset.extract",
+            False,
+            "patchpack.dataset.plan",
+        ),
+        ("from . import verify", "patchpack.audit", True, "patchpack.audit.verify"),
+        ("from .training import loader", "patchpack", True, "patchpack.training.loader"),
+        ("from patchpack.dataset import io", "patchpack.audit.info", False, "patchpack.dataset.io"),
+        ("import patchpack.dataset.io", "patchpack.audit.info", False, "patchpack.dataset.io"),
+    ],
+)
+def test_relative_imports_resolve_against_the_module_package(
+    statement: str, module: str, is_package: bool, expected: str
+) -> None:
+    assert expected in imported_names(statement, module, is_package=is_package)
+
+
+def test_a_relative_upward_import_breaks_the_rule() -> None:
+    names = imported_names(
+        "def f():\n    from ..training import loader\n", "patchpack.audit.verify"
+    )
+    upward = sorted(
+        n for n in names if n in MODULES and wing(n) not in ALLOWED["audit"] | {"audit"}
+    )
+    assert upward == ["patchpack.training", "patchpack.training.loader"]
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -132,7 +132,8 @@ def test_demo_slide_annotations_and_raster_agree(tmp_path: Path) -> None:
         raw = small_raw(
             tmp_path / "slide",
             extract={"patch_size": 32, "per_image": 300, "min_std": 2.0, "targets": "mask"},
-            split={"block_size": 64},
+            # a small slide: 15% of its blocks cannot hold all eight regions, so train takes all
+            split={"block_size": 64, "fractions": {"train": 1.0, "val": 0.0, "test": 0.0}},
             labels={"from": kind, "dir": str(tmp_path / "labels"), "classes": list(DEMO_CLASSES)},
         )
         raw["source"].update(channels=3, level=1)
@@ -430,7 +431,13 @@ def test_invalid_geometry_is_repaired_and_reported(
     with caplog.at_level(logging.WARNING, logger="patchpack"):
         manifest = extract(
             params_from_dict(
-                labelled_params(images, labels, extract={"per_image": 50}, split=WHOLE)
+                labelled_params(
+                    images,
+                    labels,
+                    extract={"per_image": 50},
+                    split=WHOLE,
+                    labels={"classes": ["tumour"]},  # every listed class must be drawn
+                )
             ),
             out=tmp_path / "out",
         )
@@ -530,9 +537,8 @@ def test_only_the_image_suffix_is_replaced_in_label_names(tmp_path: Path) -> Non
         extract(params_from_dict(labelled_params(images, labels)), out=tmp_path / "out")
     for name in ("case.01", "case.02"):
         (labels / "scan" / f"{name}.geojson").write_text(_collection(_feature()), encoding="utf-8")
-    manifest = extract(
-        params_from_dict(labelled_params(images, labels, split=WHOLE)), out=tmp_path / "out"
-    )
+    only_tumour = labelled_params(images, labels, split=WHOLE, labels={"classes": ["tumour"]})
+    manifest = extract(params_from_dict(only_tumour), out=tmp_path / "out")
     assert [(s.id, s.labels) for s in manifest.sources] == [
         ("scan/case.01.png", "scan/case.01.geojson"), ("scan/case.02.png", "scan/case.02.geojson"),
     ]  # fmt: skip
@@ -546,7 +552,13 @@ def test_regions_that_share_a_diagonal_edge_leave_no_pixel_unlabelled(tmp_path: 
     lower = _feature("tumour", [[0, 0], [256, 256], [0, 256], [0, 0]])  # y > x
     upper = _feature("stroma", [[0, 0], [256, 0], [256, 256], [0, 0]])  # y < x
     (labels / "scan" / "a.geojson").write_text(_collection(lower, upper), encoding="utf-8")
-    raw = labelled_params(images, labels, extract={"targets": "mask"}, split=WHOLE)
+    raw = labelled_params(
+        images,
+        labels,
+        extract={"targets": "mask"},
+        split=WHOLE,
+        labels={"classes": ["tumour", "stroma"]},
+    )
     params = params_from_dict(raw)
     extract(params, out=tmp_path / "out")
     masks = np.concatenate([d.masks for d in all_shards(tmp_path / "out")])
@@ -568,7 +580,9 @@ def test_overlapping_parts_of_one_feature_keep_their_union(tmp_path: Path) -> No
         "properties": {"classification": {"name": "tumour"}},
     }
     (labels / "scan" / "a.geojson").write_text(_collection(feature), encoding="utf-8")
-    raw = labelled_params(images, labels, extract={"targets": "mask"}, split=WHOLE)
+    raw = labelled_params(
+        images, labels, extract={"targets": "mask"}, split=WHOLE, labels={"classes": ["tumour"]}
+    )
     extract(params_from_dict(raw), out=tmp_path / "out")
     shards = all_shards(tmp_path / "out")
     assert sum(len(d) for d in shards) == 200

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from patchpack.audit.leakage import _overlap
 from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
+from patchpack.dataset.plan import Rect, _holds_roi, grid_coords, region_splits
+from patchpack.dataset.readers import Level
 from patchpack.dataset.shards import read_shard, write_shard
-from patchpack.params import params_from_dict
+from patchpack.dataset.sources import SourceImage
+from patchpack.dataset.tissue import Roi, RoiMask
+from patchpack.errors import SourceError
+from patchpack.params import SPLITS, ExtractParams, SplitParams, params_from_dict
+from support.commands import run_patchpack
+from support.images import make_folder, small_params, small_raw, write_params
 from support.slides import tissue_image, write_pyramid
 
 
@@ -93,3 +102,150 @@ def test_leak_that_overlaps_only_at_level0_scale_is_found(level1_dataset: Path) 
         and "test patch" in p
         for p in problems
     ), problems
+
+
+# --- no exit 0 with an empty split or class ------------------------------------------------------
+
+
+def _roi(mask: np.ndarray, downsample: float, min_fraction: float) -> Roi:
+    return Roi(RoiMask(mask, downsample).png(), downsample, min_fraction)
+
+
+def _fake(size: tuple[int, int], downsample: float = 1.0) -> SourceImage:
+    source = SourceImage("a/x.tif", 0, "a", Path("a/x.tif"), size[1], size[0], "0" * 64)
+    if downsample == 1.0:
+        return source
+    return dataclasses.replace(
+        source,
+        level=1,
+        levels=(Level(size[0] * 2, size[1] * 2, 1.0), Level(size[0], size[1], downsample)),
+    )
+
+
+def test_a_block_whose_only_roi_positions_are_off_the_half_patch_grid_is_shared_out() -> None:
+    mask = np.zeros((64, 64), bool)
+    mask[12:36, 12:36] = True  # 24x24: a 32x32 patch holds 56% of it only at corners 4..12
+    roi = _roi(mask, 1.0, 0.55)
+    assert _holds_roi(Rect(0, 64, 0, 64), roi, 32, 1.0)
+    assert not _holds_roi(Rect(0, 64, 0, 64), _roi(mask, 1.0, 0.6), 32, 1.0)
+
+
+@pytest.mark.parametrize(("downsample", "mask_downsample"), [(1.0, 1.0), (2.0, 3.0), (1.0, 7.0)])
+def test_block_roi_check_agrees_with_trying_every_position(
+    downsample: float, mask_downsample: float
+) -> None:
+    rng = np.random.default_rng(int(downsample * 10 + mask_downsample))
+    size, side = 16, 48
+    for trial in range(40):
+        cells = int(np.ceil(side * downsample / mask_downsample))
+        mask = np.zeros((cells, cells), bool)
+        y, x = rng.integers(0, cells, 2)
+        mask[y : y + rng.integers(1, 4), x : x + rng.integers(1, 4)] = True
+        roi = _roi(mask, mask_downsample, float(rng.choice([0.05, 0.2, 0.5])))
+        ys, xs = np.mgrid[0 : side - size + 1, 0 : side - size + 1]
+        brute = roi.keep(ys.ravel(), xs.ravel(), size, downsample).any()
+        assert _holds_roi(Rect(0, side, 0, side), roi, size, downsample) == brute, trial
+
+
+def test_grid_sampling_shares_out_only_blocks_holding_a_grid_position() -> None:
+    """Blocks whose ROI positions all lie between grid positions are not shared out: a split that
+    received only such blocks would get no patch."""
+    mask = np.zeros((256, 256), bool)
+    for by in range(0, 256, 64):
+        for bx in range(0, 256, 64):
+            if (by + bx) % 128 == 0:  # half the blocks: ROI under the grid position (y0, x0)
+                mask[by : by + 32, bx : bx + 32] = True
+            else:  # the others: ROI only under the half-grid position (y0 + 16, x0 + 16)
+                mask[by + 16 : by + 48, bx + 16 : bx + 48] = True
+    roi = _roi(mask, 1.0, 1.0)
+    extract = ExtractParams(
+        patch_size=32, per_image=None, per_class=None, min_std=0.0, sampling="grid"
+    )
+    split = SplitParams(mode="region", fractions=(0.5, 0.25, 0.25), block_size=64)
+    blocks = region_splits(
+        _fake((256, 256)), seed=1, split=split, roi=roi, patch_size=32, extract=extract
+    )
+    shared = [block for name in SPLITS for block in blocks[name]]
+    assert len(shared) == 8
+    for block in shared:
+        assert len(grid_coords((block,), extract, 1.0, roi)[0]) == 1
+
+
+def test_image_mode_with_too_few_images_per_class_is_refused(images: Path, tmp_path: Path) -> None:
+    params = small_params(images, split={"mode": "image"})  # 2 images per class, 3 splits
+    with pytest.raises(SourceError, match=r"img_0\.png, .*img_1\.png: the test split gets no patch of class 'class_0'; each split needs an image of every class: add images to class_0 or use split.mode: region, or set split.fractions.test to 0"):  # fmt: skip
+        extract(params, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    train_only = {"mode": "image", "fractions": {"train": 1.0, "val": 0.0, "test": 0.0}}
+    manifest = extract(small_params(images, split=train_only), out=tmp_path / "out")
+    assert manifest.count("train") > 0 and manifest.count("val") == 0
+
+
+def test_region_mode_image_with_too_few_blocks_is_refused(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "images", classes=1, per_class=1, size=(96, 128))
+    # blocks of 64: one row of two blocks, so one split goes without
+    params = small_params(folder, split={"block_size": 64}, extract={"patch_size": 16})
+    with pytest.raises(SourceError, match=r"img_0\.png: the (val|test) split gets no patch of class 'class_0'; its 2 blocks with a usable position all went to other splits: lower split.block_size \(64\)"):  # fmt: skip
+        extract(params, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_exits_2_on_an_empty_split(images: Path, tmp_path: Path) -> None:
+    write_params(tmp_path / "params.yaml", images, split={"mode": "image"})
+    result = run_patchpack("extract", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "gets no patch" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --- a source rewritten during a run --------------------------------------------------------------
+
+
+def _twin_tiffs(folder: Path, tiled: bool) -> tuple[Path, bytes]:
+    """An uncompressed TIFF at ``folder/a/x.tif`` and the bytes of another image of the same size."""
+    rng = np.random.default_rng(5)
+    first, second = (rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(2))
+    path = folder / "a" / "x.tif"
+    path.parent.mkdir(parents=True)
+    options = {"tile": (64, 64)} if tiled else {}
+    tifffile.imwrite(folder / "other.tif", second, photometric="rgb", **options)
+    tifffile.imwrite(path, first, photometric="rgb", **options)
+    other = (folder / "other.tif").read_bytes()
+    (folder / "other.tif").unlink()
+    assert len(other) == path.stat().st_size and other != path.read_bytes()
+    return path, other
+
+
+def _rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    status = path.stat()
+    path.write_bytes(data)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert path.stat().st_mtime_ns == status.st_mtime_ns
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_a_source_rewritten_with_the_same_size_and_mtime_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiled: bool
+) -> None:
+    import patchpack.dataset.work as work
+
+    path, other = _twin_tiffs(tmp_path / "images", tiled)
+    # region mode on one image needs blocks for every split: 128 / 32 = 16 blocks
+    raw = small_raw(tmp_path / "images", split={"block_size": 32})
+    raw["source"]["channels"] = 3
+    params = params_from_dict(raw)
+    original = work.load_pixels if not tiled else work.reader_for
+    rewritten: list[Path] = []
+
+    def rewrite_then_open(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not rewritten:  # after the catalog hashed it and the worker checked it
+            _rewrite_keeping_size_and_mtime(path, other)
+            rewritten.append(path)
+        return original(source, *args, **kwargs)
+
+    monkeypatch.setattr(work, "reader_for" if tiled else "load_pixels", rewrite_then_open)
+    with pytest.raises(
+        SourceError, match=r"x\.tif: its bytes differ from those the catalog hashed"
+    ):
+        extract(params, out=tmp_path / "out")
+    assert rewritten and not (tmp_path / "out").exists()

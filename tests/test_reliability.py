@@ -367,7 +367,8 @@ def test_a_fully_forged_dataset_does_not_match_dvc_lock(project: Path) -> None:
     assert verify(project / "out").ok  # self-consistent: the files alone cannot tell
     result = run_patchpack("verify", "out", cwd=project)
     assert result.returncode == 1
-    assert "out is modified relative to the md5 in dvc.lock" in result.stdout
+    assert "FAIL out hashes to md5" in result.stdout and "but dvc.lock records" in result.stdout
+    assert "(differ: manifest.json, train/shard-00000.h5)" in result.stdout
     assert run_patchpack("verify", "out", "--no-lock", cwd=project).returncode == 0
 
 

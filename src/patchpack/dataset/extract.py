@@ -41,7 +41,14 @@ from patchpack.dataset.output import (
     remove_leftovers,
     swap_in,
 )
-from patchpack.dataset.plan import ImagePlan, ShardSpec, cut_shards, plan_images, split_counts
+from patchpack.dataset.plan import (
+    ImagePlan,
+    ShardSpec,
+    check_splits,
+    cut_shards,
+    plan_images,
+    split_counts,
+)
 from patchpack.dataset.shards import FORMAT_VERSION, SHARD_GLOB
 from patchpack.dataset.sources import SourceImage, SourceRecord, catalog
 from patchpack.dataset.tissue import Roi, RoiMask
@@ -189,6 +196,13 @@ def _plan(
         labellers=_GridLabellers(sources, params) if params.labels.per_patch else None,
     )
     counts = split_counts(plans, mode=params.split.mode, fractions=params.split.fractions)
+    check_splits(
+        plans,
+        counts,
+        split=params.split,
+        class_names=class_names,
+        by_folder=not params.labels.per_patch,
+    )
     specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
     _check_free_space(out, sum(spec.patches for spec in specs), params)
     jobs = [_job(spec, plans, params, class_names, staging, engine.gather) for spec in specs]
@@ -223,11 +237,14 @@ def _write(
         environment = side.submit(_envelope(params))
         done = _run(planned.jobs, executor, _parallelism(executor, engine), staging)
         entries = [entry for entry, _ in done]
+        counts = _counts(done, planned.class_names)
+        if params.labels.per_patch:
+            _check_labelled_splits(counts, params, planned.sources)
         manifest = Manifest.create(
             class_names=planned.class_names,
             params=params.dataset,
             sources=[_record(s, planned.rois.get(s.id)) for s in planned.sources],
-            counts=_counts(done, planned.class_names),
+            counts=counts,
             shards=entries,
             environment=environment.result(),
         )
@@ -433,6 +450,27 @@ def _counts(
                     per_class[class_name] += count
         result[name] = SplitCount(total=sum(per_class.values()), per_class=per_class)
     return result
+
+
+def _check_labelled_splits(
+    counts: dict[str, SplitCount], params: Params, sources: list[SourceImage]
+) -> None:
+    """With labels from label files, a patch's class is known once it is drawn: refuse a dataset in
+    which a class has no patch in a split whose fraction is above 0 (the staged shards stay)."""
+    for name, fraction in zip(SPLITS, params.split.fractions, strict=True):
+        if fraction <= 0:
+            continue
+        for class_name, count in counts[name].per_class.items():
+            if count:
+                continue
+            shown = ", ".join(str(source.path) for source in sources[:3])
+            shown += f" and {len(sources) - 3} more" if len(sources) > 3 else ""
+            raise SourceError(
+                f"{shown}: the {name} split gets no patch labelled {class_name!r} by "
+                f"{params.labels.dir}; label more of that class where the {name} split draws "
+                f"(lower split.block_size), remove it from labels.classes, or set "
+                f"split.fractions.{name} to 0"
+            )
 
 
 def _is_dataset_file(relative: Path) -> bool:

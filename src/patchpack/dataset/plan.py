@@ -35,6 +35,7 @@ image that would push it past twice the target. Adding an image therefore change
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -320,7 +321,13 @@ def _grid_plan(
     whole = (Rect(0, source.size.height, 0, source.size.width),)
     if split.mode == "region":
         regions = region_splits(
-            source, seed=seed, split=split, roi=roi, patch_size=extract.patch_size
+            source,
+            seed=seed,
+            split=split,
+            roi=roi,
+            patch_size=extract.patch_size,
+            extract=extract,
+            labeller=labeller,
         )
         named = [(name, tuple(regions[name])) for name in SPLITS]
     else:
@@ -383,14 +390,26 @@ def region_splits(
     split: SplitParams,
     roi: Roi | None = None,
     patch_size: int = 1,
+    extract: ExtractParams | None = None,
+    labeller: Labeller | None = None,
 ) -> dict[str, list[Rect]]:
     """The blocks of ``source`` that belong to each split (seeded, per image).
 
-    With a region of interest, only blocks that hold a patch position inside it are shared out, so a
-    split never receives only background.
+    With a region of interest (or, for grid sampling, label files), only blocks that hold a
+    position the sampling in use can take are shared out, so a split never receives only background:
+    for random sampling a position on a half-patch grid that the ROI keeps (every such block holds
+    one), for grid sampling (``extract``) a grid position that the ROI keeps and that carries a label.
     """
     blocks = block_grid(source.size.height, source.size.width, split.block_size)
-    if roi is not None:
+    grid = extract is not None and extract.sampling == "grid"
+    if grid and (roi is not None or labeller is not None):
+        assert extract is not None
+        blocks = [
+            b
+            for b in blocks
+            if len(grid_coords((b,), extract, source.size.downsample, roi, labeller)[0])
+        ]
+    elif roi is not None:
         blocks = [b for b in blocks if _holds_roi(b, roi, patch_size, source.size.downsample)]
     order = image_rng(seed, STREAM_BLOCKS, source.id).permutation(len(blocks))
     counts = largest_remainder(len(blocks), split.fractions)
@@ -403,12 +422,45 @@ def region_splits(
 
 
 def _holds_roi(block: Rect, roi: Roi, patch_size: int, downsample: float) -> bool:
-    """Whether some patch of the block (checked on a half-patch grid) lies enough in the ROI."""
+    """Whether some position of a random patch inside ``block`` lies enough in the ROI.
+
+    Exact: a footprint's fraction depends only on which mask pixels it touches, which changes only
+    where a footprint edge crosses a mask pixel edge, so one position per run of positions that touch
+    the same mask pixels (:func:`_runs`) stands for them all. Most blocks are settled by a half-patch
+    grid (accepted) or by holding no mask pixel at all (refused) before that.
+    """
     step = max(1, patch_size // 2)
     corners = grid_positions((block,), patch_size, step)
-    return bool(len(corners)) and bool(
-        roi.keep(corners[:, 0], corners[:, 1], patch_size, downsample).any()
-    )
+    if not len(corners):
+        return False
+    if roi.keep(corners[:, 0], corners[:, 1], patch_size, downsample).any():
+        return True
+    side = max(block.y1 - block.y0, block.x1 - block.x0)
+    anything = dataclasses.replace(roi, min_fraction=1e-12)  # any set mask pixel under the block
+    if not anything.keep(np.array([block.y0]), np.array([block.x0]), side, downsample)[0]:
+        return False
+    ys = _runs(block.y0, block.y1 - patch_size, patch_size * downsample, downsample, roi.downsample)
+    xs = _runs(block.x0, block.x1 - patch_size, patch_size * downsample, downsample, roi.downsample)
+    grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+    return bool(roi.keep(grid[:, 0], grid[:, 1], patch_size, downsample).any())
+
+
+def _runs(
+    low: int, high: int, side: float, downsample: float, mask_downsample: float
+) -> np.ndarray:
+    """Level positions in ``low..high`` that include one of every run of positions whose footprint
+    (``side`` level-0 pixels from ``position * downsample``) touches the same mask rows: the first
+    position, and those next to where the footprint's first or last mask row changes."""
+    if high < low:
+        return np.empty(0, np.int64)
+    start, end = low * downsample, high * downsample + side
+    rows = np.arange(np.floor(start / mask_downsample), np.ceil(end / mask_downsample) + 1)
+    edges = rows * mask_downsample  # level-0 positions of mask row edges
+    starts = np.ceil(edges / downsample)  # first position whose footprint starts past an edge
+    ends = np.floor((edges - side) / downsample) + 1  # first whose footprint ends past an edge
+    found = np.concatenate([[low], starts - 1, starts, starts + 1, ends - 1, ends, ends + 1])
+    found = found[(found >= low) & (found <= high)]
+    return np.unique(found.astype(np.int64))
 
 
 def _region_draws(
@@ -576,6 +628,64 @@ def split_counts(
         else:
             result.append({name: plan.count(name) for name in SPLITS})
     return result
+
+
+def check_splits(
+    plans: Sequence[ImagePlan],
+    counts: Sequence[dict[str, int]],
+    *,
+    split: SplitParams,
+    class_names: Sequence[str],
+    by_folder: bool,
+) -> None:
+    """Refuse a plan in which a split with a fraction above 0 gets no patch, or (labels by folder)
+    in which a class gets no patch in such a split: a dataset that exits 0 must hold every split.
+
+    Raises
+    ------
+    SourceError
+        Naming the split, the class and the images, with the fix.
+    """
+    for number, name in enumerate(SPLITS):
+        if split.fractions[number] <= 0:
+            continue
+        groups = (
+            [(class_names[label], label) for label in sorted({p.source.label for p in plans})]
+            if by_folder and class_names
+            else [(None, None)]
+        )
+        for class_name, label in groups:
+            members = [
+                (plan, count)
+                for plan, count in zip(plans, counts, strict=True)
+                if label is None or plan.source.label == label
+            ]
+            if sum(count[name] for _, count in members) == 0:
+                raise SourceError(_empty_split(name, class_name, [p for p, _ in members], split))
+
+
+def _empty_split(
+    name: str, class_name: str | None, plans: Sequence[ImagePlan], split: SplitParams
+) -> str:
+    shown = ", ".join(str(plan.source.path) for plan in plans[:3])
+    shown += f" and {len(plans) - 3} more" if len(plans) > 3 else ""
+    what = f"the {name} split gets no patch" + (
+        f" of class {class_name!r}" if class_name is not None else ""
+    )
+    if split.mode == "image":
+        fix = (
+            f"each split needs an image of every class: add images"
+            f"{f' to {class_name}' if class_name else ''} or use split.mode: region"
+        )
+    elif split.mode == "region":
+        blocks = sum(len(draw.rects) for plan in plans for draw in plan.draws)
+        fix = (
+            f"its {blocks} blocks with a usable position all went to other splits: lower "
+            f"split.block_size ({split.block_size}) so it has more blocks, or add images"
+        )
+    else:
+        fix = "ask for more patches per image"
+    return f"{shown}: {what}; {fix}, or set split.fractions.{name} to 0"
 
 
 def cut_shards(

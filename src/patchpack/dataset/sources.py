@@ -549,7 +549,22 @@ def load_pixels(source: SourceImage, channels: int, max_megapixels: float) -> np
     return pixels
 
 
-_HASHED: dict[tuple[str, int, int], str] = {}
+_HASHED: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
+def _stat_key(path: Path) -> tuple[str, int, int, int, int, int]:
+    """What identifies a file's bytes without reading them: path, device, inode, size, mtime and
+    ctime. A rewrite that restores size and mtime (``os.utime``) still moves the ctime, which no
+    process can set back."""
+    status = path.stat()
+    return (
+        str(path),
+        status.st_dev,
+        status.st_ino,
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+    )
 
 
 def check_file(path: Path, sha256: str, what: str = "source") -> None:
@@ -571,18 +586,17 @@ def check_file(path: Path, sha256: str, what: str = "source") -> None:
 
 def remember_sha256(path: Path, sha256: str) -> None:
     """Record a file's sha256, computed while it was written (a fetched source), for this process."""
-    status = path.stat()
-    _HASHED[(str(path), status.st_size, status.st_mtime_ns)] = sha256
+    _HASHED[_stat_key(path)] = sha256
 
 
 def source_sha256(path: Path) -> str:
-    """sha256 of a source file, hashed once per process while its size and mtime stay the same.
+    """sha256 of a source file, hashed once per process while it stays the same file.
 
-    The catalog hashes every source; the worker checks (and tissue masks) in the same process then
-    reuse the hash instead of reading the file again. Another process, or another node, hashes anew.
+    The catalog hashes every source; the worker checks (before and after decoding) and tissue masks
+    in the same process then reuse the hash instead of reading the file again, as long as the file's
+    :func:`_stat_key` is unchanged. Another process, or another node, hashes anew.
     """
-    status = path.stat()
-    key = (str(path), status.st_size, status.st_mtime_ns)
+    key = _stat_key(path)
     if key not in _HASHED:
         _HASHED[key] = file_sha256(path)
     return _HASHED[key]

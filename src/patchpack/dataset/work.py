@@ -197,6 +197,8 @@ def build_shard(job: Job) -> ShardData:
         patch_index.append(index)
         coords.append(np.round(xy.astype(np.float64) * plan.source.size.downsample))
         levels.append(np.full(n, plan.source.level, np.int32))
+    for piece in job.spec.pieces:  # a windowed source is read while the shard is cut: check again
+        check_source(local_copy(job.plans[piece.image].source))
     return ShardData(
         images=images,
         labels=np.concatenate(labels),
@@ -288,6 +290,7 @@ def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.nda
         else:
             found = load_pixels(here, channels, max_megapixels)
             found.flags.writeable = False
+            check_source(here)  # the bytes decoded are those the catalog hashed
     cache[key] = found
     while len(cache) > 1 and sum(_size(value) for value in cache.values()) > PIXEL_CACHE_BYTES:
         _close(cache.popitem(last=False)[1])
