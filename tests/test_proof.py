@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
+from patchpack.audit.info import info
 from patchpack.audit.leakage import _overlap
 from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
@@ -19,10 +21,11 @@ from patchpack.dataset.readers import Level
 from patchpack.dataset.shards import read_shard, write_shard
 from patchpack.dataset.sources import SourceImage
 from patchpack.dataset.tissue import Roi, RoiMask
-from patchpack.errors import SourceError
+from patchpack.errors import OutputError, SourceError
 from patchpack.params import SPLITS, ExtractParams, SplitParams, params_from_dict
-from support.commands import run_patchpack
+from support.commands import file_digests, run_patchpack
 from support.images import make_folder, small_params, small_raw, write_params
+from support.labelled import CLASSES, write_labelled
 from support.slides import tissue_image, write_pyramid
 
 
@@ -249,3 +252,128 @@ def test_a_source_rewritten_with_the_same_size_and_mtime_is_refused(
     ):
         extract(params, out=tmp_path / "out")
     assert rewritten and not (tmp_path / "out").exists()
+
+
+def test_verify_fails_and_info_warns_on_an_empty_split(images: Path, tmp_path: Path) -> None:
+    """A dataset whose val split is empty although its fraction is not (an older extract, or an
+    edited manifest) is not a usable dataset."""
+    train_only = {"mode": "image", "fractions": {"train": 1.0, "val": 0.0, "test": 0.0}}
+    extract(small_params(images, split=train_only), out=tmp_path / "out")
+    assert verify(tmp_path / "out").ok
+    assert "EMPTY" not in info(tmp_path / "out")
+    manifest = load_manifest(tmp_path / "out")
+    split = dataclasses.replace(manifest.params.split, fractions=(0.8, 0.2, 0.0))
+    params = dataclasses.replace(manifest.params, split=split)
+    dataclasses.replace(manifest, params=params).write(tmp_path / "out")
+    problems = verify(tmp_path / "out").problems
+    assert problems == [
+        "manifest: the val split holds no patch (its fraction is above 0): not a usable dataset; "
+        "extract it again with a version that refuses this, and follow its advice"
+    ]
+    assert "EMPTY        the val split holds no patch; `patchpack verify` fails on it" in info(
+        tmp_path / "out"
+    )
+
+
+# --- what a killed run left behind is never trusted blindly ------------------------------------
+
+
+def _killed_run(images: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Extract until the third shard fails, as a killed run would stop; return its staging folder."""
+    import patchpack.dataset.work as work
+
+    original, calls = work.build_shard, []
+
+    def failing(job):  # type: ignore[no-untyped-def]
+        calls.append(job)
+        if len(calls) == 3:
+            raise SourceError("simulated kill")
+        return original(job)
+
+    monkeypatch.setattr(work, "build_shard", failing)
+    with pytest.raises(SourceError, match="simulated kill"):
+        extract(small_params(images), out=out)
+    monkeypatch.setattr(work, "build_shard", original)
+    (staging,) = out.parent.glob(f".{out.name}.partial-*")
+    assert len(list(staging.glob("*/shard-*.h5"))) == 2
+    return staging
+
+
+def _reference(images: Path, tmp_path: Path) -> dict[str, str]:
+    extract(small_params(images), out=tmp_path / "reference")
+    return file_digests(tmp_path / "reference")
+
+
+def test_a_shard_altered_in_staging_is_rebuilt_not_adopted(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    want = _reference(images, tmp_path)
+    staging = _killed_run(images, tmp_path / "out", monkeypatch)
+    staged = sorted(staging.glob("*/shard-*.h5"))[0]
+    data = read_shard(staged)
+    brighter = dataclasses.replace(data, images=np.ascontiguousarray(255 - data.images))
+    write_shard(staged, brighter, chunk_patches=16, compression="zstd", level=3)  # same count
+    extract(small_params(images), out=tmp_path / "out")
+    assert file_digests(tmp_path / "out") == want
+    assert verify(tmp_path / "out").ok
+
+
+def test_a_link_planted_in_staging_is_never_adopted(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    want = _reference(images, tmp_path)
+    staging = _killed_run(images, tmp_path / "out", monkeypatch)
+    staged = sorted(staging.glob("*/shard-*.h5"))
+    outside = tmp_path / "planted.h5"
+    outside.write_bytes(staged[0].read_bytes())  # a genuine shard, but not one this run wrote
+    staged[0].unlink()
+    staged[0].symlink_to(outside)
+    stamp = staged[1].with_name(f".{staged[1].name}.done")
+    planted = tmp_path / "planted.done"
+    planted.write_bytes(stamp.read_bytes())
+    stamp.unlink()
+    stamp.symlink_to(planted)
+    extract(small_params(images), out=tmp_path / "out")
+    assert file_digests(tmp_path / "out") == want
+    assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
+    assert outside.read_bytes() and planted.read_bytes()  # what the links pointed to is untouched
+
+
+def test_a_staging_folder_planted_as_a_link_is_not_followed(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    want = _reference(images, tmp_path)
+    staging = _killed_run(images, tmp_path / "out", monkeypatch)
+    elsewhere = tmp_path / "elsewhere"
+    staging.rename(elsewhere)
+    staging.symlink_to(elsewhere)
+    extract(small_params(images), out=tmp_path / "out")
+    assert file_digests(tmp_path / "out") == want
+    assert not (tmp_path / "out").is_symlink() and not staging.exists()
+    assert len(list(elsewhere.glob("*/shard-*.h5"))) == 2  # what the link pointed to is untouched
+
+
+def test_a_planted_lock_link_is_refused_and_its_target_untouched(
+    images: Path, tmp_path: Path
+) -> None:
+    victim = tmp_path / "notes.txt"
+    victim.write_text("my notes\n")
+    (tmp_path / ".out.lock").symlink_to(victim)
+    with pytest.raises(OutputError, match=r"\.out\.lock: the output lock is a symbolic link"):
+        extract(small_params(images), out=tmp_path / "out")
+    assert victim.read_text() == "my notes\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_label_files_inside_the_output_folder_are_refused(tmp_path: Path) -> None:
+    images, labels = write_labelled(tmp_path, kinds=("mask",))
+    out = tmp_path / "out"
+    inside = out / "roi"
+    inside.mkdir(parents=True)
+    shutil.copytree(labels, inside, dirs_exist_ok=True)
+    before = file_digests(inside)
+    raw = small_raw(images, extract={"patch_size": 16, "per_image": 50, "min_std": 0.0})
+    raw["labels"] = {"from": "mask", "dir": str(inside), "classes": CLASSES}
+    with pytest.raises(OutputError, match=r"labels.dir .*roi is inside --out .*out, which extraction replaces"):  # fmt: skip
+        extract(params_from_dict(raw), out=out)
+    assert file_digests(inside) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from patchpack.audit.verify import empty_parts
 from patchpack.dataset.manifest import Manifest, ShardEntry, load_manifest
 from patchpack.dataset.output import stable_read
 from patchpack.errors import IntegrityError
@@ -38,6 +39,9 @@ def info(folder: Path) -> str:
         f"bytes        {on_disk:,} on disk, {raw:,} raw pixels, ratio {on_disk / raw if raw else 0:.3f}",
         f"per patch    {on_disk / patches if patches else 0:.0f} bytes",
         f"fingerprint  {manifest.fingerprint}",
+    ]
+    lines += [
+        f"EMPTY        {empty}; `patchpack verify` fails on it" for empty in empty_parts(manifest)
     ]
     return "\n".join(lines)
 

@@ -184,7 +184,27 @@ def _first_difference(entry: ShardEntry, data: ShardData) -> str:
     return "patches match but labels, attributes or provenance differ"
 
 
+def empty_parts(manifest: Manifest) -> list[str]:
+    """Each split whose fraction is above 0 but holds no patch, or no patch of some class, in words."""
+    found = []
+    for split, fraction in zip(SPLITS, manifest.params.split.fractions, strict=True):
+        if fraction <= 0:
+            continue
+        if manifest.count(split) == 0:
+            found.append(f"the {split} split holds no patch")
+            continue
+        missing = [name for name, n in manifest.counts[split].per_class.items() if n == 0]
+        if missing:
+            found.append(f"the {split} split holds no patch of {', '.join(map(repr, missing))}")
+    return found
+
+
 def _check_counts(manifest: Manifest, report: Report) -> None:
+    for empty in empty_parts(manifest):
+        report.problems.append(
+            f"manifest: {empty} (its fraction is above 0): not a usable dataset; extract it again "
+            f"with a version that refuses this, and follow its advice"
+        )
     for split in SPLITS:
         per_class = sum(manifest.counts[split].per_class.values())
         if per_class != manifest.counts[split].total:

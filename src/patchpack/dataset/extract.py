@@ -119,7 +119,7 @@ def extract(
     """
     engine = engine or Engine(workers=workers)
     shown = Path(out)
-    out = _check_output(shown, params.source.dir)
+    out = _check_output(shown, params.source.dir, params.labels.dir)
     with exclusive_writer(out, shown=shown):
         recover(out)
         _check_replaceable(out, shown)
@@ -185,7 +185,8 @@ def _plan(
     with _writing(out):
         for stale in out.parent.glob(f".{out.name}.partial-*"):
             if stale != staging:
-                shutil.rmtree(stale, ignore_errors=True)
+                _remove(stale)
+        _unlink_links(staging)
         rois = _regions_of_interest(sources, params, staging, executor)
     plans = plan_images(
         sources,
@@ -315,14 +316,44 @@ def _collect(
             bar.update(len(done))
 
 
-def _check_output(out: Path, source_dir: str) -> Path:
-    """The resolved output folder, refused when it is the working folder or overlaps the sources."""
+def _remove(path: Path) -> None:
+    """Delete a file, a link (not what it points to) or a folder tree."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _unlink_links(staging: Path) -> None:
+    """A staging folder that a killed run left holds only what patchpack writes: folders and regular
+    files. Links planted there (the folder itself, a split folder, a shard) would have shards read
+    from or written to somewhere else: they are removed, never followed."""
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        staging.unlink()
+        return
+    if not staging.is_dir():
+        return
+    for path in sorted(staging.rglob("*")):
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            path.unlink()
+
+
+def _check_output(out: Path, source_dir: str, labels_dir: str | None = None) -> Path:
+    """The resolved output folder, refused when it is the working folder or overlaps the sources
+    or the label files (the swap replaces the whole folder)."""
     resolved = out.resolve()
     here = Path.cwd().resolve()
     if resolved == here or resolved in here.parents:
         raise OutputError(
             f"--out {out} is the current folder or holds it; choose a subfolder such as data/patches"
         )
+    if labels_dir is not None:
+        labels = Path(labels_dir).resolve()
+        if labels == resolved or resolved in labels.parents:
+            raise OutputError(
+                f"labels.dir {labels} is inside --out {out}, which extraction replaces (its label "
+                f"files would be deleted); move the label files out of it or choose another --out"
+            )
     if is_url(source_dir):
         return resolved
     source = Path(source_dir).resolve()

@@ -20,6 +20,7 @@ import ctypes.util
 import errno
 import os
 import shutil
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,11 +54,20 @@ def exclusive_writer(out: Path, *, shown: Path | None = None) -> Iterator[None]:
     path = lock_path(out)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a link: a planted `.patches.lock -> somefile` would have it overwritten
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputError(
+                f"{path}: the output lock is a symbolic link, which patchpack never writes "
+                f"through; delete the link and run again"
+            ) from exc
         raise OutputError(
             f"{path}: cannot create the output lock ({exc.strerror}); choose a writable --out"
         ) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"{path}: the output lock is not a regular file; delete it and run again")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -79,7 +89,7 @@ def writer_active(out: Path) -> bool:
     import fcntl
 
     try:
-        fd = os.open(lock_path(out), os.O_RDONLY)
+        fd = os.open(lock_path(out), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:

@@ -11,7 +11,10 @@ bytes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
+import json
+import stat
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from patchpack.dataset.fetch import local_copy
-from patchpack.dataset.io import manifest_json, write_bytes_atomic
+from patchpack.dataset.io import file_sha256, manifest_json, write_bytes_atomic
 from patchpack.dataset.labels import Labeller, open_labels
 from patchpack.dataset.manifest import ShardEntry
 from patchpack.dataset.plan import ImagePlan, Rows, ShardSpec, sample_image
@@ -127,16 +130,10 @@ def write_job(job: Job) -> tuple[ShardEntry, bytes | None, tuple[int, ...]]:
     return its bytes instead. Returns the manifest entry, the bytes (``None`` when written) and the
     shard's patches per class (labels from label files are known only once patches are drawn)."""
     path = job.staging / job.spec.path
-    if not job.gather and path.exists():
-        try:
-            data = read_shard(path)
-        except IntegrityError:
-            path.unlink()
-        else:
-            if len(data) == job.spec.patches:
-                entry = ShardEntry.of(job.spec.path, job.spec.split, path, data)
-                return entry, None, _per_class(data, job.class_names)
-            path.unlink()
+    if not job.gather:
+        staged = _staged(job, path)
+        if staged is not None:
+            return staged[0], None, _per_class(staged[1], job.class_names)
     data = build_shard(job)
     shards = job.params.shards
     image = shard_bytes(
@@ -149,7 +146,41 @@ def write_job(job: Job) -> tuple[ShardEntry, bytes | None, tuple[int, ...]]:
     if job.gather:
         return entry, image, per_class
     write_bytes_atomic(path, image)
+    stamp = {"job": _job_digest(job), "sha256": entry.sha256, "content": entry.content_sha256}
+    write_bytes_atomic(_stamp_path(path), manifest_json(stamp).encode())
     return entry, None, per_class
+
+
+def _stamp_path(path: Path) -> Path:
+    """The record a worker writes beside a staged shard once it is complete."""
+    return path.with_name(f".{path.name}.done")
+
+
+def _job_digest(job: Job) -> str:
+    """Which shard of which plan: the staging folder's name carries the plan's digest."""
+    return hashlib.sha256(f"{job.staging.name}\0{job.spec!r}".encode()).hexdigest()
+
+
+def _staged(job: Job, path: Path) -> tuple[ShardEntry, ShardData] | None:
+    """The entry of a shard a killed run left complete in staging, when it can be reused: a regular
+    file (never a link), recorded by the worker that wrote it for this very job, whose file and
+    decoded content hash to what that record says. Anything else there is deleted and rebuilt."""
+    stamp = _stamp_path(path)
+    try:
+        if not (stat.S_ISREG(path.lstat().st_mode) and stat.S_ISREG(stamp.lstat().st_mode)):
+            raise ValueError("not a regular file")
+        record = json.loads(stamp.read_bytes())
+        if record.get("job") != _job_digest(job) or file_sha256(path) != record.get("sha256"):
+            raise ValueError("not the shard this job writes")
+        data = read_shard(path)
+        if len(data) != job.spec.patches or data.content_sha256() != record.get("content"):
+            raise ValueError("not the content this job writes")
+    except (OSError, ValueError, IntegrityError):
+        for leftover in (path, stamp):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        return None
+    return ShardEntry.of_bytes(job.spec.path, job.spec.split, record["sha256"], data), data
 
 
 def _per_class(data: ShardData, class_names: Sequence[str]) -> tuple[int, ...]:
