@@ -377,3 +377,55 @@ def test_label_files_inside_the_output_folder_are_refused(tmp_path: Path) -> Non
     with pytest.raises(OutputError, match=r"labels.dir .*roi is inside --out .*out, which extraction replaces"):  # fmt: skip
         extract(params_from_dict(raw), out=out)
     assert file_digests(inside) == before
+
+
+# --- one line, not a traceback ------------------------------------------------------------------
+
+
+def test_verify_while_an_extract_swaps_right_after_a_shard_was_hashed(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import patchpack.audit.verify as verify_module
+    from patchpack.dataset.output import DatasetChanged, swap_in
+
+    extract(small_params(images), out=tmp_path / "out")
+    extract(small_params(images, extract={"per_image": 40}), out=tmp_path / "other")
+    for shard in (tmp_path / "other").glob("*/shard-*.h5"):
+        shard.unlink()  # every later read of the old paths finds nothing
+    original, hashed = verify_module.file_sha256, []
+
+    def hash_then_swap(path: Path) -> str:
+        digest = original(path)
+        if not hashed:
+            hashed.append(path)
+            swap_in(tmp_path / "other", tmp_path / "out")
+        return digest
+
+    monkeypatch.setattr(verify_module, "file_sha256", hash_then_swap)
+    with pytest.raises(
+        DatasetChanged, match=r"changed while it was being read.*run the command again"
+    ):
+        verify(tmp_path / "out")
+
+
+def test_verify_rebuild_of_a_read_only_dataset_folder(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from patchpack.audit.verify import verify_rebuild
+
+    holder = tmp_path / "shared"
+    extract(small_params(images), out=holder / "data")
+    original = tempfile.mkdtemp
+
+    def read_only(*args, dir=None, **kwargs):  # type: ignore[no-untyped-def]
+        if dir is not None and Path(dir) == holder:  # as mkdtemp fails in a folder mode 0555
+            raise PermissionError(13, "Permission denied", str(holder))
+        return original(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    report = verify_rebuild(holder / "data", small_params(images))
+    assert report.ok, report.render()
+    assert "rebuild reproduces fingerprint" in report.render()
+    assert sorted(p.name for p in holder.iterdir()) == [".data.lock", "data"]  # no scratch left

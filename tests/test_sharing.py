@@ -428,3 +428,42 @@ def test_shard_linked_outside_the_project_cache_is_refused(project_a, env, tmp_p
     failed = run(["patchpack", "verify"], partner, env, ok=False)
     assert failed.returncode == 1
     assert "outside its project's DVC cache" in failed.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs (root only): a disk that fills up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk, leave):
+    free = shutil.disk_usage(disk).free
+    with open(disk / "filler", "wb") as handle:
+        handle.truncate(0)
+        handle.write(b"\0" * max(0, free - leave))
+
+
+@pytest.mark.parametrize("leave", ["half", "one and a half"])
+def test_pull_onto_a_full_disk_says_so(project_a, env, small_disk, leave):
+    """Not enough room for the dataset: refused up front; room for the workspace copy but not for
+    DVC's cache as well: DVC fails half-way, and the line names the full disk, not DVC's guess."""
+    owner, _ = project_a
+    partner = clone(owner, small_disk / "P", env)
+    size = yaml.safe_load((partner / "dvc.lock").read_text())["stages"]["extract"]["outs"][0][
+        "size"
+    ]
+    _fill(small_disk, size // 2 if leave == "half" else size * 3 // 2)
+    pulled = run(["patchpack", "pull"], partner, env, ok=False)
+    assert pulled.returncode == 2, pulled.stdout + pulled.stderr
+    (line,) = pulled.stderr.strip().splitlines()
+    assert "no space" in line and "free space and run `patchpack pull` again" in line, line
+    assert "cache up to date" not in line
+    assert not VERIFIED.search(pulled.stdout)

@@ -21,7 +21,7 @@ from patchpack.dataset.io import file_sha256
 from patchpack.dataset.manifest import Manifest, ShardEntry, fingerprint, load_manifest
 from patchpack.dataset.output import stable_read
 from patchpack.dataset.shards import SHARD_GLOB, ShardData, ShardMismatch, read_shard
-from patchpack.errors import IntegrityError
+from patchpack.errors import IntegrityError, OutputError
 from patchpack.params import SPLITS, Params
 
 
@@ -132,7 +132,14 @@ def _check_shard(
     if not path.is_file():
         report.problems.append(f"{entry.path}: missing; run `dvc pull` or `dvc repro`")
         return None
-    same_bytes = file_sha256(path) == entry.sha256
+    try:
+        same_bytes = file_sha256(path) == entry.sha256
+    except OSError as exc:  # gone since the check above when an extract swapped the folder in
+        # (stable_read then reports that instead)
+        report.problems.append(
+            f"{entry.path}: cannot read it ({exc.strerror}); check its permissions"
+        )
+        return None
     try:
         data = read_shard(path, manifest.layout(entry))
     except IntegrityError as exc:
@@ -233,7 +240,7 @@ def verify_rebuild(folder: Path, params: Params, *, workers: int = 1) -> Report:
         manifest = load_manifest(folder)
     except IntegrityError:
         return report
-    scratch = Path(tempfile.mkdtemp(prefix=".rebuild-", dir=folder.parent))
+    scratch = _scratch(folder)
     try:
         rebuilt = extract(
             params.with_dataset(manifest.params), out=scratch / "patches", workers=workers
@@ -275,6 +282,20 @@ def verify_rebuild(folder: Path, params: Params, *, workers: int = 1) -> Report:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+def _scratch(folder: Path) -> Path:
+    """A temporary folder for the rebuild: beside the dataset (same disk), else the system's
+    temporary folder when the dataset's folder is read-only."""
+    for place in (folder.parent, None):
+        try:
+            return Path(tempfile.mkdtemp(prefix=".rebuild-", dir=place))
+        except OSError as exc:
+            error = exc
+    raise OutputError(
+        f"{folder.parent}: cannot create a folder for the rebuild there or in "
+        f"{tempfile.gettempdir()} ({error.strerror}); set TMPDIR to a writable folder"
+    ) from error
 
 
 def _label_files_changed(manifest: Manifest, rebuilt: Manifest) -> list[str]:

@@ -186,7 +186,8 @@ def stable_read(folder: Path) -> Iterator[None]:
     before = identity(folder)
     try:
         yield
-    except PatchpackError:
+    except (PatchpackError, OSError):
+        # a file that vanished, or one of another dataset, mid-read: the folder was swapped
         if identity(folder) != before:
             raise DatasetChanged(folder) from None
         raise

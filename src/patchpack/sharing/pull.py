@@ -17,6 +17,8 @@ folder matches the committed hash and every shard matches its manifest.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ class Tracked:
     stage: str | None
     dvcfile: str | None
     md5: str | None
+    size: int | None = None  # bytes, as DVC recorded them
 
     @property
     def target(self) -> str:
@@ -65,16 +68,54 @@ def tracked_output(root: Path, data: Path) -> Tracked:
         for name, stage in sorted(stages.items()):
             for out in stage.get("outs", []):
                 if out.get("path") == rel:
-                    return Tracked(rel, name, None, out.get("md5"))
+                    return Tracked(rel, name, None, out.get("md5"), _size(out))
     dvcfile = root / f"{rel}.dvc"
     if dvcfile.exists():
         outs = (yaml.safe_load(dvcfile.read_text(encoding="utf-8")) or {}).get("outs", [])
         md5 = outs[0].get("md5") if outs else None
-        return Tracked(rel, None, f"{rel}.dvc", md5)
+        return Tracked(rel, None, f"{rel}.dvc", md5, _size(outs[0]) if outs else None)
     raise RemoteError(
         f"{rel}: DVC does not track it (not an output in dvc.lock, no {rel}.dvc); "
         f"pass --data with the dataset folder, or run `dvc repro` and commit dvc.lock"
     )
+
+
+def _size(out: dict[str, object]) -> int | None:
+    size = out.get("size")
+    return size if isinstance(size, int) and size >= 0 else None
+
+
+def check_space(root: Path, tracked: Tracked) -> None:
+    """Refuse a pull that cannot fit: DVC would fail half-way with a misleading message.
+
+    Raises
+    ------
+    RemoteError
+        When the disk holding the project has less free space than the dataset's size.
+    """
+    if not tracked.size:
+        return
+    free = shutil.disk_usage(root).free
+    if free < tracked.size:
+        raise RemoteError(
+            f"{root}: no space for {tracked.path}: it takes {tracked.size / 1e6:,.1f} MB, only "
+            f"{free / 1e6:,.1f} MB are free there; free space and run `patchpack pull` again"
+        )
+
+
+def _pull_failure(tracked: Tracked, root: Path, proc: subprocess.CompletedProcess[str]) -> str:
+    """Why ``dvc pull`` failed, in one line: the real cause when DVC buries it."""
+    text = proc.stderr + proc.stdout
+    free = shutil.disk_usage(root).free
+    # DVC reports a disk that filled up during checkout as missing files: tell it by the space left
+    full = tracked.size is not None and free < tracked.size
+    if full or "No space left on device" in text or "[Errno 28]" in text:
+        return (
+            f"{root}: no space left on the device while pulling {tracked.path} "
+            f"({free / 1e6:,.1f} MB free now); free space and run `patchpack pull` again"
+        )
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    return f"`dvc pull {tracked.path}` failed: {' '.join(lines[-2:]) or proc.returncode}"
 
 
 def locked_md5(root: Path, tracked: Tracked) -> str | None:
@@ -150,12 +191,12 @@ def pull(
     committed = tracked.md5
     problem = remote_problem(root, echo)
     if problem is None:
+        check_space(root, tracked)
         proc = run_dvc(["pull", tracked.path], root, check=False)
         if proc.returncode == 0:
             echo(f"pulled {tracked.path} from the DVC remote")
-        else:
-            lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
-            problem = f"`dvc pull {tracked.path}` failed: {' '.join(lines[-2:]) or proc.returncode}"
+        elif "no space left" in (problem := _pull_failure(tracked, root, proc)):
+            raise RemoteError(problem)
     if problem is not None:
         how = (
             f"`dvc repro {tracked.stage}`"
