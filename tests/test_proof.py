@@ -429,3 +429,16 @@ def test_verify_rebuild_of_a_read_only_dataset_folder(
     assert report.ok, report.render()
     assert "rebuild reproduces fingerprint" in report.render()
     assert sorted(p.name for p in holder.iterdir()) == [".data.lock", "data"]  # no scratch left
+
+
+def test_an_image_claiming_a_million_pixels_a_side_is_refused_before_any_allocation() -> None:
+    from patchpack.dataset.plan import plan_images
+
+    huge = _fake((1_000_000, 1_000_000))
+    extract = ExtractParams(patch_size=32, per_image=10, per_class=None, min_std=0.0)
+    split = SplitParams(mode="region", fractions=(0.7, 0.15, 0.15), block_size=64)
+    with pytest.raises(SourceError, match=r"x\.tif: 1000000x1000000 pixels at level 0 make 244,140,625 blocks of split.block_size=64 \(at most 1,000,000\); raise split.block_size"):  # fmt: skip
+        plan_images([huge], seed=1, extract=extract, split=split)
+    coarse = dataclasses.replace(split, block_size=4096)
+    (plan,) = plan_images([huge], seed=1, extract=extract, split=coarse)
+    assert sum(draw.count for draw in plan.draws) == 10

@@ -188,6 +188,8 @@ def plan_images(
     for source in sources:
         smallest = split.block_size if split.mode == "region" else size
         level = source.size
+        if split.mode == "region":
+            _check_block_count(source, split.block_size)
         if min(level.width, level.height) < smallest:
             what = "split.block_size" if split.mode == "region" else "extract.patch_size"
             raise SourceError(
@@ -234,6 +236,22 @@ def plan_images(
     for plan in plans:
         _check_room(plan, extract)
     return plans
+
+
+MAX_BLOCKS = 1_000_000  # blocks per image in region mode: the plan holds each as a rectangle
+
+
+def _check_block_count(source: SourceImage, block_size: int) -> None:
+    """Refuse an image that ``split.block_size`` would cut into more blocks than a plan can hold
+    (a header claiming a million pixels a side would otherwise exhaust memory after minutes)."""
+    level = source.size
+    blocks = max(1, level.height // block_size) * max(1, level.width // block_size)
+    if blocks > MAX_BLOCKS:
+        raise SourceError(
+            f"{source.path}: {level.width}x{level.height} pixels at level {source.level} make "
+            f"{blocks:,} blocks of split.block_size={block_size} (at most {MAX_BLOCKS:,}); raise "
+            f"split.block_size or sample a coarser level (source.level or source.mpp)"
+        )
 
 
 def positions(rects: Sequence[Rect], patch_size: int) -> int:
