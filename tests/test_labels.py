@@ -684,3 +684,29 @@ def test_demo_labels_into_a_used_folder_write_nothing(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "holds more than the demo labels" in done.stderr
     assert not (tmp_path / "slide").exists()
+
+
+def test_qupath_detections_and_cells_are_not_label_regions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QuPath exports detections and cells beside annotations: only the annotations label patches."""
+    images, labels = write_labelled(tmp_path)
+    path = labels / "scan" / "a.geojson"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    square = [[0, 0], [64, 0], [64, 64], [0, 64], [0, 0]]  # inside the tumour half
+    for kind, name in (("detection", "necrosis"), ("cell", "stroma")):
+        feature = _feature(name, square)
+        feature["properties"]["objectType"] = kind  # type: ignore[index]
+        document["features"].append(feature)
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="patchpack"):
+        extract(
+            params_from_dict(labelled_params(images, labels, split=WHOLE)), out=tmp_path / "out"
+        )
+    assert "a.geojson: skipped 1 cell object, 1 detection object" in caplog.text
+    inside = 0
+    for data in all_shards(tmp_path / "out"):
+        cy, cx = centres(data)
+        assert np.array_equal(data.labels, class_at(cy, cx) - 1)  # as if only annotations
+        inside += int(((cy < 64) & (cx < 64)).sum())
+    assert inside > 0  # patches a detection or cell would have relabelled

@@ -1,6 +1,9 @@
 """``patchpack VERB``: a thin edge. Each verb parses its arguments, loads params once and calls the core.
 
 Exit codes: 0 success, 1 verification failed, 2 bad input or configuration. Errors print as one line.
+Ctrl-C prints one line and exits 130 (an extract names its output folder, which it leaves as it was);
+a reader of standard output that goes away (``patchpack info | head -1``) ends the command quietly
+with 141, as SIGPIPE ends other commands.
 """
 
 from __future__ import annotations
@@ -8,11 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from patchpack.dataset.output import ignore_file_size_signal
+from patchpack.dataset.output import MANIFEST_NAME, ignore_file_size_signal
 from patchpack.errors import ConfigError, IntegrityError, PatchpackError, SourceError
 from patchpack.params import MODELS, Params, load_params
 
@@ -467,7 +471,55 @@ def one_line(text: str) -> str:
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """The line for a Ctrl-C: an extract names the output folder and what it still holds."""
+    if args.verb != "extract":
+        return "interrupted; nothing incomplete was left at a final path"
+    out = Path(args.out)
+    if (out / MANIFEST_NAME).is_file():
+        return f"interrupted; the previous dataset at {out} is intact"
+    return f"interrupted; nothing was written at {out}"
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of standard output has gone (``patchpack info | head -1``), as opposed to
+    a broken pipe elsewhere (a worker, a socket), which is a real error."""
+    import select
+
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by something without a descriptor
+        return False
+    if not hasattr(select, "poll"):
+        return True  # cannot tell (Windows): the usual cause
+    poller = select.poll()
+    poller.register(descriptor, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; returns its exit code (0, 1, 2; 130 after Ctrl-C; 141 when the reader of
+    standard output went away, as for a command killed by SIGPIPE)."""
+    try:
+        try:
+            code = _run(argv)
+        except SystemExit:  # argparse's --help and usage
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at exit: a closed pipe fails where it can be handled
+        return code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        # as Python's documentation advises: the rest of the output goes nowhere, and Python's
+        # own flush at exit finds nothing to complain about
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + 13  # SIGPIPE, what `set -o pipefail` sees of any command cut off by `head`
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     ignore_file_size_signal()
@@ -477,10 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"patchpack {args.verb}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(
-            f"patchpack {args.verb}: interrupted; nothing incomplete was left at a final path",
-            file=sys.stderr,
-        )
+        print(f"patchpack {args.verb}: {interrupted(args)}", file=sys.stderr)
         return 130
     return code
 

@@ -6,18 +6,26 @@ byte. One small interface, three implementations:
 
 * :class:`Serial`: this process (``--workers 1``);
 * :class:`ProcessPool`: ``--workers N`` spawned processes, started at once so their imports overlap
-  with the planning;
+  with the planning. Ctrl-C is this process's to handle: the workers ignore SIGINT from their very
+  start (they are spawned with it blocked, then ignore it), so a Ctrl-C on the terminal, which
+  signals the whole process group, reaches them as nothing; this process unwinds and terminates
+  them, and no worker prints a traceback;
 * :class:`DaskExecutor`: ``--cluster local:N`` (a ``distributed.LocalCluster`` of N worker processes)
   or ``--scheduler ADDRESS`` (a running scheduler: SSH, SLURM through dask-jobqueue ...), through
   ``Client.get_executor()``. Before any task runs, every worker reports the environment envelope the
   manifest records, and a worker whose envelope differs from this machine's is refused (unless the
   difference is explicitly accepted); a task lost with a worker is retried, which is safe because a
-  task's output depends on its inputs only.
+  task's output depends on its inputs only. Dask's own version-mismatch warning (a table of
+  package versions printed when a client connects) is turned off: the envelope check says what
+  differs in one line, and what it accepts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import signal
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -47,13 +55,42 @@ class Serial:
         """Nothing to release."""
 
 
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Hold back SIGINT in this thread; processes started meanwhile inherit the blocked mask, so a
+    Ctrl-C cannot reach a worker before its initializer ignores it. A Ctrl-C that came meanwhile
+    is delivered here when the block ends, not lost."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # started on first need, the tracker unblocks SIGINT once it runs (bpo-33613): start it first
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _start_worker() -> None:
+    """In each pool worker, first: Ctrl-C is the parent's to handle (it terminates the workers),
+    and a file size limit fails a write instead of killing the worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # ignored now: a pending one is discarded
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    ignore_file_size_signal()
+
+
 class ProcessPool:
     """``workers`` spawned processes, started when the pool is made (so they warm up meanwhile)."""
 
     def __init__(self, workers: int) -> None:
         # spawn, not fork: forked children would inherit HDF5's library state from the parent
         context = multiprocessing.get_context("spawn")
-        self._pool = context.Pool(workers, initializer=ignore_file_size_signal)
+        with _sigint_blocked():  # the pool's threads, and the workers they replace, inherit it
+            self._pool = context.Pool(workers, initializer=_start_worker)
 
     def map(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
         if len(items) == 1:  # nothing to share out: sending it to a worker only adds the transfer
@@ -165,14 +202,29 @@ def _local_cluster(workers: int) -> DaskExecutor:
         dashboard_address=None,
         silence_logs=50,
     )
-    return DaskExecutor(Client(cluster), cluster)
+    with _without_version_table():
+        client = Client(cluster)
+    return DaskExecutor(client, cluster)
+
+
+@contextlib.contextmanager
+def _without_version_table() -> Iterator[None]:
+    """No ``VersionMismatchWarning`` while a client connects: Dask prints it as a table of
+    versions on stderr, and :meth:`DaskExecutor.check_environment` reports what differs in one
+    line. (The filters are the process's, so the client's event-loop thread obeys them too.)"""
+    from distributed.versions import VersionMismatchWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VersionMismatchWarning)
+        yield
 
 
 def _connect(address: str) -> DaskExecutor:
     from distributed import Client
 
     try:
-        client = Client(address, timeout="5s")
+        with _without_version_table():
+            client = Client(address, timeout="5s")
     except (OSError, TimeoutError) as exc:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}); check the "

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -78,8 +79,10 @@ def list_files(url: str) -> list[Listed]:
     Raises
     ------
     SourceError
-        When the URL cannot be listed, lists nothing, or holds a name that cannot be a file in a
-        folder (an empty path component, ``..``, or a file that is also a folder).
+        When the URL cannot be listed, lists nothing, holds two keys that would be one source
+        (equal once ``.`` and empty path components are dropped and Unicode is NFC), or holds a
+        name that cannot be a file in a folder (an empty, ``.`` or ``..`` path component, or a
+        file that is also a folder).
     """
     fs, root = _filesystem(url)
     try:
@@ -90,25 +93,51 @@ def list_files(url: str) -> list[Listed]:
             f"{url}: cannot list the sources ({type(exc).__name__}: {exc}); check the URL and the "
             f"credentials (for S3: AWS_* variables, AWS_ENDPOINT_URL_S3 for another server)"
         ) from exc
+    base = url.rstrip("/")
     listed = {}
     for path, info in found.items():
-        name = str(path)[len(root) :].lstrip("/")
+        name = str(path)[len(root) :]
+        name = name[1:] if name.startswith("/") else name
         if not name or name.endswith("/"):
             continue  # a folder marker
-        parts = PurePosixPath(name).parts
-        if any(part.startswith(".") for part in parts if part != ".."):
+        if any(part.startswith(".") for part in name.split("/") if part not in ("", ".", "..")):
             continue
-        if "//" in name or ".." in parts:
-            raise SourceError(
-                f"{url}/{name}: not a usable file name (an empty or '..' path component); rename "
-                f"or remove the object"
-            )
         tag = info.get("ETag") or info.get("etag")
         listed[name] = Listed(name, str(tag) if tag else None)
+    _refuse_collisions(base, listed)
+    for name in sorted(listed):
+        if name.startswith("/") or "//" in name or {".", ".."} & set(name.split("/")):
+            raise SourceError(
+                f"{base}/{name}: not a usable file name (an empty, '.' or '..' path component, "
+                f"which the source's id would drop); rename or remove the object"
+            )
     _refuse_file_folders(url, listed)
     if not listed:
         raise SourceError(f"{url}: no files there; check source.dir")
     return [listed[name] for name in sorted(listed)]
+
+
+def _source_id(name: str) -> str:
+    """The id a key becomes once mirrored and catalogued: '.' and empty components dropped (as a
+    path drops them), Unicode NFC (as the catalog normalises ids)."""
+    return unicodedata.normalize("NFC", "/".join(p for p in name.split("/") if p not in ("", ".")))
+
+
+def _refuse_collisions(base: str, keys: dict[str, Listed]) -> None:
+    """Refuse two keys that would become one source (one id), naming both."""
+    by_id: dict[str, str] = {}
+    for name in sorted(keys):
+        first = by_id.setdefault(_source_id(name), name)
+        if first == name:
+            continue
+        shown = (first, name)
+        if unicodedata.normalize("NFC", first) == unicodedata.normalize("NFC", name):
+            shown = (ascii(first)[1:-1], ascii(name)[1:-1])  # they differ in Unicode form only
+        raise SourceError(
+            f"{base}/{shown[0]} and {base}/{shown[1]} would both be the source "
+            f"{_source_id(name)!r} (ids drop '.' and empty path components and are Unicode NFC); "
+            f"rename or remove one of them"
+        )
 
 
 def _refuse_file_folders(url: str, listed: dict[str, Listed]) -> None:
@@ -168,7 +197,14 @@ def _download(url: str, root: Path, name: str) -> tuple[str, Path]:
     """Fetch ``url`` into the cache, hashing it on the way; returns (sha256, cached path)."""
     fs, path = _filesystem(url)
     digest = hashlib.sha256()
-    handle, name_tmp = tempfile.mkstemp(dir=root, prefix=".fetch-")
+    try:
+        handle, name_tmp = tempfile.mkstemp(dir=root, prefix=".fetch-")
+    except OSError as exc:  # a read-only or foreign cache: its cached copies are still used
+        raise SourceError(
+            f"{root}: cannot write to the cache of fetched sources ({exc.strerror}), so {url} "
+            f"cannot be fetched; make the folder writable or set PATCHPACK_CACHE to a writable "
+            f"folder"
+        ) from exc
     os.close(handle)
     tmp = Path(name_tmp)
     try:

@@ -21,9 +21,13 @@ centre (nearest neighbour), which is how mask targets are cut.
 Annotations
 -----------
 A GeoJSON FeatureCollection in level-0 pixel coordinates; each feature is a Polygon or MultiPolygon
-whose class is ``properties.classification.name``. Invalid geometry is repaired with shapely's
-``make_valid`` (and reported). Where regions of different classes overlap, the class listed later in
-``labels.classes`` wins, as when painting them in that order, so every point has at most one class.
+whose class is ``properties.classification.name``. Only annotations are label regions: QuPath writes
+``properties.objectType`` on every object, and its detections and cells (``"detection"``,
+``"cell"``, any value other than ``"annotation"``) are skipped, with their number logged at INFO; a
+feature without ``objectType`` (GeoJSON from another tool) is a region. Invalid geometry is
+repaired with shapely's ``make_valid`` (and reported). Where regions of different classes overlap,
+the class listed later in ``labels.classes`` wins, as when painting them in that order, so every
+point has at most one class.
 A point on a region's edge belongs to the region right of and below it, as a raster pixel does
 (points are nudged by ``EDGE_NUDGE`` before the test; on a sloping edge, to the side the nudge
 points to), so annotations and a raster that draws them on its pixel grid give the same labels. The regions are indexed with shapely's STRtree.
@@ -450,6 +454,9 @@ def parse_geojson(
 ) -> list[Region]:
     """The labelled regions of a GeoJSON FeatureCollection, checked feature by feature.
 
+    Features whose ``properties.objectType`` is other than ``"annotation"`` (QuPath's detections
+    and cells) are skipped, and counted in an INFO message.
+
     Raises
     ------
     SourceError
@@ -477,11 +484,25 @@ def parse_geojson(
     numbers = {name: i + 1 for i, name in enumerate(classes)}
     regions = []
     repaired = []
+    skipped: dict[str, int] = {}
     for index, feature in enumerate(features):
+        kind = _object_type(feature)
+        if kind not in (None, "annotation"):
+            skipped[kind] = skipped.get(kind, 0) + 1
+            continue
         region, fixed = _region(feature, index, path, numbers, shape)
         regions.append(region)
         if fixed:
             repaired.append(index)
+    if skipped:
+        logger.info(
+            "%s: skipped %s: only annotations are label regions",
+            path,
+            ", ".join(
+                f"{count} {kind} object{'s' * (count > 1)}"
+                for kind, count in sorted(skipped.items())
+            ),
+        )
     if repaired:
         shown = ", ".join(map(str, repaired[:10])) + (" ..." if len(repaired) > 10 else "")
         logger.warning(
@@ -571,6 +592,13 @@ def _check_inside(shaped: Any, where: str, shape: tuple[int, int]) -> None:
             f"{width}x{height} image; annotations must be in level-0 pixel coordinates of this "
             f"image"
         )
+
+
+def _object_type(feature: object) -> str | None:
+    """QuPath's ``properties.objectType`` ("annotation", "detection", "cell" ...), if any."""
+    properties = feature.get("properties") if isinstance(feature, dict) else None
+    kind = properties.get("objectType") if isinstance(properties, dict) else None
+    return None if kind is None else str(kind)
 
 
 def _class_name(feature: dict[str, Any]) -> str | None:
