@@ -38,7 +38,7 @@ class Spec:
     not the attribute's name; ``path`` marks a local path, never written to a manifest;
     ``omit_default`` fields (added after a format was fixed) are written only when they differ from
     their default, so older files keep their bytes; ``omit_none`` fields only when not ``None``;
-    ``read``/``dump`` convert a ``custom`` field.
+    ``empty`` allows an empty string; ``read``/``dump`` convert a ``custom`` field.
     """
 
     doc: str
@@ -55,6 +55,7 @@ class Spec:
     path: bool = False
     omit_default: bool = False
     omit_none: bool = False
+    empty: bool = False
     read: Callable[[Reader, object, str], Any] | None = None
     dump: Callable[[Any], Any] | None = None
 
@@ -185,8 +186,8 @@ class Reader:
         return float(raw)
 
     def string(self, spec: Spec, raw: object, key: str) -> str:
-        if not isinstance(raw, str) or not raw:
-            raise self.fail(key, "a non-empty string", raw)
+        if not isinstance(raw, str) or not (raw or spec.empty):
+            raise self.fail(key, "a string" if spec.empty else "a non-empty string", raw)
         if spec.pattern is not None and not spec.pattern.match(raw):
             raise self.fail(key, f"a string like {spec.pattern.pattern}", raw)
         return raw
@@ -245,6 +246,22 @@ def read_fields(
                 getattr(defaults, field.name) if defaults is not None else default_of(field)
             )
     return values
+
+
+def read_record(
+    cls: type[T], raw: object, where: str, reader: Reader, unknown: str = "is not a known key"
+) -> T:
+    """A record of ``cls`` from ``raw``, every declared key required (``omit_default`` and
+    ``omit_none`` keys may be absent) and no other key allowed: a file someone else wrote."""
+    given = reader.mapping(raw, where)
+    keys = {key: spec for _, spec, key in declared(cls)}
+    for key, spec in keys.items():
+        if key not in given and not (spec.omit_default or spec.omit_none):
+            raise reader.problem(f"{where}.{key} is missing")
+    extra = sorted(str(key) for key in given if key not in keys)
+    if extra:
+        raise reader.problem(f"{where}.{extra[0]} {unknown}")
+    return cls(**read_fields(cls, given, where, reader))
 
 
 def dump_fields(obj: Any) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import platform
-import re
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
@@ -25,16 +24,15 @@ from typing import Any
 from patchpack._version import __version__
 from patchpack.dataset.io import file_sha256, manifest_json, write_json_atomic
 from patchpack.dataset.shards import FORMAT_VERSION, ShardData, ShardLayout
-from patchpack.dataset.sources import SourceRecord
+from patchpack.dataset.sources import COUNT, HEX64, SHARD_PATH, SourceRecord
 from patchpack.errors import ConfigError, IntegrityError
 from patchpack.params import SPLITS, DatasetParams
+from patchpack.schema import Reader, Spec, dump_fields, param, read_record
 
 MANIFEST_NAME = "manifest.json"
-SHARD_PATH = re.compile(r"^(train|val|test)/shard-[0-9]{5,}\.h5$")
-ROI_PATH = re.compile(r"^roi/[0-9a-f]{16}\.png$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST = 16  # hex characters per patch digest
 MAX_MANIFEST_BYTES = 1 << 30
+DAMAGED = "; the manifest is damaged or not from patchpack: regenerate it or pull it again"
 
 
 def contained(folder: Path, relative: str) -> Path:
@@ -93,12 +91,14 @@ def dvc_cache_objects(folder: Path) -> Path | None:
 class ShardEntry:
     """One shard as the manifest records it; ``path`` is relative to the dataset folder."""
 
-    path: str
-    split: str
-    patches: int
-    sha256: str
-    content_sha256: str
-    patch_digests: str
+    path: str = param(doc="the shard's path in the dataset", kind="str", pattern=SHARD_PATH)
+    split: str = param(doc="its split, the first part of its path", kind="str")
+    patches: int = param(doc="patches it holds", **COUNT)
+    sha256: str = param(doc="sha256 of the file's bytes", **HEX64)
+    content_sha256: str = param(doc="sha256 over the decoded arrays", **HEX64)
+    patch_digests: str = param(
+        doc="16 hex characters per patch, in row order", kind="str", empty=True
+    )
 
     @classmethod
     def of(cls, relative: str, split: str, file: Path, data: ShardData) -> ShardEntry:
@@ -230,7 +230,7 @@ class Manifest:
                     split: {"total": count.total, "per_class": dict(count.per_class)}
                     for split, count in self.counts.items()
                 },
-                "shards": [dataclasses.asdict(entry) for entry in self.shards],
+                "shards": [dump_fields(entry) for entry in self.shards],
                 "fingerprint": self.fingerprint,
                 "environment": dict(self.environment),
             }
@@ -338,186 +338,160 @@ def current_environment() -> dict[str, str]:
     }
 
 
-def _has(item: object, key: str) -> bool:
-    return isinstance(item, dict) and key in item
-
-
 class _Parser:
-    """Validates a parsed manifest; errors name the key and say the dataset cannot be trusted."""
+    """Validates a parsed manifest against the declarations of its records (:class:`ShardEntry`,
+    :class:`~patchpack.dataset.sources.SourceRecord`); errors name the key and say the dataset
+    cannot be trusted."""
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
+        self.reader = Reader(origin, IntegrityError, DAMAGED)
 
     def fail(self, key: str, expected: str, value: object) -> IntegrityError:
-        shown = repr(value)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        return IntegrityError(
-            f"{self.origin}: {key} must be {expected} (received {shown}); the manifest is damaged "
-            f"or not from patchpack: regenerate it or pull it again"
-        )
+        return self.reader.fail(key, expected, value)  # type: ignore[return-value]
 
-    def mapping(
-        self, value: object, key: str, keys: tuple[str, ...] | None = None
-    ) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(key, "an object", value)
-        if keys is not None:
-            missing = [name for name in keys if name not in value]
-            extra = sorted(str(name) for name in value if name not in keys)
-            if missing:
-                raise IntegrityError(
-                    f"{self.origin}: {key}.{missing[0]} is missing; the manifest is damaged"
-                )
-            if extra:
-                raise IntegrityError(
-                    f"{self.origin}: {key}.{extra[0]} is not a manifest key; the manifest is damaged "
-                    f"or from another patchpack version"
-                )
-        return value
-
-    def string(self, value: object, key: str, pattern: re.Pattern[str] | None = None) -> str:
-        if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
-            raise self.fail(
-                key, "a string" if pattern is None else f"a string like {pattern.pattern}", value
-            )
-        return value
-
-    def integer(self, value: object, key: str, maximum: int = 2**31 - 1) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-            raise self.fail(key, f"an integer from 0 to {maximum}", value)
-        return value
-
-    def strings(self, value: object, key: str) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            raise self.fail(key, "a list of strings", value)
-        return tuple(self.string(item, f"{key}[{i}]") for i, item in enumerate(value))
+    def record(self, cls: type[Any], raw: object, key: str) -> Any:
+        return read_record(cls, raw, key, self.reader, unknown="is not a manifest key")
 
     def manifest(self, raw: object, folder: Path | None) -> Manifest:
-        top = self.mapping(raw, "manifest")
+        top = self.reader.mapping(raw, "manifest")
         version = top.get("format_version")
         if version != FORMAT_VERSION:
             raise IntegrityError(
                 f"{self.origin}: format version {version!r}, this patchpack reads {FORMAT_VERSION}; "
                 f"regenerate with `patchpack extract` or install the matching patchpack"
             )
-        keys = ("format_version", "patchpack", "class_names", "params", "sources", "counts",
-                "shards", "fingerprint", "environment")  # fmt: skip
-        top = self.mapping(raw, "manifest", keys)
-        class_names = self.strings(top["class_names"], "class_names")
+        top = self.record(_Top, raw, "manifest").__dict__
+        class_names = top["class_names"]
         if not class_names or len(set(class_names)) != len(class_names):
-            raise self.fail("class_names", "a non-empty list of distinct names", top["class_names"])
+            raise self.fail("class_names", "a non-empty list of distinct names", list(class_names))
         try:
             params = DatasetParams.from_dict(top["params"], origin=f"{self.origin}: params")
         except ConfigError as exc:
             raise IntegrityError(f"{exc}; the manifest is damaged") from None
-        shards = self.shards(top["shards"])
         return Manifest(
             class_names=class_names,
             params=params,
             sources=self.sources(top["sources"]),
             counts=self.counts(top["counts"], class_names),
-            shards=shards,
-            fingerprint=self.string(top["fingerprint"], "fingerprint", _HEX64),
+            shards=self.shards(top["shards"]),
+            fingerprint=top["fingerprint"],
             environment=self.environment(top["environment"]),
-            patchpack=self.string(top["patchpack"], "patchpack"),
+            patchpack=top["patchpack"],
             folder=folder,
         )
 
-    def shards(self, value: object) -> tuple[ShardEntry, ...]:
+    def items(self, value: object, key: str) -> list[Any]:
         if not isinstance(value, list):
-            raise self.fail("shards", "a list", value)
+            raise self.fail(key, "a list", value)
+        return value
+
+    def shards(self, value: object) -> tuple[ShardEntry, ...]:
         entries = []
         seen: set[str] = set()
-        for i, item in enumerate(value):
+        for i, item in enumerate(self.items(value, "shards")):
             key = f"shards[{i}]"
-            entry = self.mapping(item, key, tuple(f.name for f in dataclasses.fields(ShardEntry)))
-            path = self.string(entry["path"], f"{key}.path", SHARD_PATH)
-            split = self.string(entry["split"], f"{key}.split")
-            if path.split("/")[0] != split:
-                raise self.fail(f"{key}.split", f"the split its path names ({path})", split)
-            if path in seen:
-                raise self.fail(f"{key}.path", "unique", path)
-            seen.add(path)
-            patches = self.integer(entry["patches"], f"{key}.patches")
-            digests = self.string(entry["patch_digests"], f"{key}.patch_digests")
-            if len(digests) != _DIGEST * patches:
+            entry: ShardEntry = self.record(ShardEntry, item, key)
+            if entry.path.split("/")[0] != entry.split:
                 raise self.fail(
-                    f"{key}.patch_digests", f"{patches} digests of 16 hex characters", digests
+                    f"{key}.split", f"the split its path names ({entry.path})", entry.split
                 )
-            entries.append(
-                ShardEntry(
-                    path=path,
-                    split=split,
-                    patches=patches,
-                    sha256=self.string(entry["sha256"], f"{key}.sha256", _HEX64),
-                    content_sha256=self.string(
-                        entry["content_sha256"], f"{key}.content_sha256", _HEX64
-                    ),
-                    patch_digests=digests,
+            if entry.path in seen:
+                raise self.fail(f"{key}.path", "unique", entry.path)
+            seen.add(entry.path)
+            if len(entry.patch_digests) != _DIGEST * entry.patches:
+                raise self.fail(
+                    f"{key}.patch_digests",
+                    f"{entry.patches} digests of 16 hex characters",
+                    entry.patch_digests,
                 )
-            )
+            entries.append(entry)
         return tuple(entries)
 
     def sources(self, value: object) -> tuple[SourceRecord, ...]:
-        if not isinstance(value, list):
-            raise self.fail("sources", "a list", value)
-        keys = tuple(SourceRecord("", "", 0, 0, "").to_dict())
-        labelled = tuple(SourceRecord("", "", 0, 0, "", labels="", labels_sha256="").to_dict())
-        return tuple(
-            self.source(
-                self.mapping(item, f"sources[{i}]", labelled if _has(item, "labels") else keys),
-                f"sources[{i}]",
-            )
-            for i, item in enumerate(value)
-        )
-
-    def source(self, entry: dict[str, Any], key: str) -> SourceRecord:
-        roi = entry["roi"]
-        if roi is not None:
-            self.string(roi, f"{key}.roi", ROI_PATH)
-        return SourceRecord(
-            id=self.string(entry["id"], f"{key}.id"),
-            class_name=self.string(entry["class"], f"{key}.class"),
-            width=self.integer(entry["width"], f"{key}.width"),
-            height=self.integer(entry["height"], f"{key}.height"),
-            sha256=self.string(entry["sha256"], f"{key}.sha256", _HEX64),
-            backend=self.string(entry["backend"], f"{key}.backend"),
-            level=self.integer(entry["level"], f"{key}.level", 64),
-            downsample=self.number(entry["downsample"], f"{key}.downsample"),
-            mpp=None if entry["mpp"] is None else self.number(entry["mpp"], f"{key}.mpp"),
-            roi=roi,
-            roi_sha256=None
-            if roi is None
-            else self.string(entry["roi_sha256"], f"{key}.roi_sha256", _HEX64),
-            roi_downsample=None
-            if roi is None
-            else self.number(entry["roi_downsample"], f"{key}.roi_downsample"),
-            labels=None if "labels" not in entry else self.string(entry["labels"], f"{key}.labels"),
-            labels_sha256=None
-            if "labels" not in entry
-            else self.string(entry["labels_sha256"], f"{key}.labels_sha256", _HEX64),
-        )
-
-    def number(self, value: object, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
-            raise self.fail(key, "a positive number", value)
-        return float(value)
+        records = []
+        for i, item in enumerate(self.items(value, "sources")):
+            key = f"sources[{i}]"
+            record: SourceRecord = self.record(SourceRecord, item, key)
+            if record.roi is None:  # the mask's hash and scale mean nothing without the mask
+                record = dataclasses.replace(record, roi_sha256=None, roi_downsample=None)
+            elif record.roi_sha256 is None or record.roi_downsample is None:
+                raise self.fail(f"{key}.roi_sha256", "set with roi", record.roi_sha256)
+            if (record.labels is None) != (record.labels_sha256 is None):
+                raise self.fail(
+                    f"{key}.labels_sha256", "set exactly with labels", record.labels_sha256
+                )
+            records.append(record)
+        return tuple(records)
 
     def counts(self, value: object, class_names: tuple[str, ...]) -> dict[str, SplitCount]:
-        top = self.mapping(value, "counts", SPLITS)
+        top = self.reader.mapping(value, "counts")
+        self.exact(top, "counts", SPLITS)
+        count = dataclasses.replace(
+            COUNT_SPEC, maximum=2**62, expected="an integer from 0 to 2**62"
+        )
         result = {}
         for split in SPLITS:
-            entry = self.mapping(top[split], f"counts.{split}", ("total", "per_class"))
-            per_class = self.mapping(entry["per_class"], f"counts.{split}.per_class", class_names)
+            entry = self.reader.mapping(top[split], f"counts.{split}")
+            self.exact(entry, f"counts.{split}", ("total", "per_class"))
+            per_class = self.reader.mapping(entry["per_class"], f"counts.{split}.per_class")
+            self.exact(per_class, f"counts.{split}.per_class", class_names)
             result[split] = SplitCount(
-                total=self.integer(entry["total"], f"counts.{split}.total", 2**62),
+                total=self.reader.integer(count, entry["total"], f"counts.{split}.total"),
                 per_class={
-                    name: self.integer(per_class[name], f"counts.{split}.per_class.{name}", 2**62)
+                    name: self.reader.integer(
+                        count, per_class[name], f"counts.{split}.per_class.{name}"
+                    )
                     for name in class_names
                 },
             )
         return result
 
+    def exact(self, value: dict[str, Any], key: str, keys: tuple[str, ...]) -> None:
+        missing = [name for name in keys if name not in value]
+        if missing:
+            raise self.reader.problem(f"{key}.{missing[0]} is missing")
+        extra = sorted(str(name) for name in value if name not in keys)
+        if extra:
+            raise self.reader.problem(f"{key}.{extra[0]} is not a manifest key")
+
     def environment(self, value: object) -> dict[str, str]:
-        env = self.mapping(value, "environment")
-        return {str(key): self.string(item, f"environment.{key}") for key, item in env.items()}
+        env = self.reader.mapping(value, "environment")
+        text = Spec(doc="", kind="str", empty=True)
+        return {
+            str(key): self.reader.string(text, item, f"environment.{key}")
+            for key, item in env.items()
+        }
+
+
+def _strings(reader: Reader, raw: object, key: str) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise reader.fail(key, "a list of strings", raw)
+    text = Spec(doc="", kind="str", empty=True)
+    return tuple(reader.string(text, item, f"{key}[{i}]") for i, item in enumerate(raw))
+
+
+COUNT_SPEC = Spec(doc="", **COUNT)
+
+
+@dataclass(frozen=True)
+class _Top:
+    """The top level of ``manifest.json``, as :meth:`Manifest.to_json` writes it."""
+
+    format_version: int = param(doc="the shard and manifest format", minimum=0)
+    patchpack: str = param(doc="the version that wrote it", kind="str")
+    class_names: tuple[str, ...] = param(
+        doc="class names, label order", kind="custom", read=_strings
+    )
+    params: dict[str, Any] = param(
+        doc="the params that decide the content", kind="custom", read=lambda r, v, k: v
+    )
+    sources: list[Any] = param(doc="one record per source", kind="custom", read=lambda r, v, k: v)
+    counts: dict[str, Any] = param(
+        doc="patches per split and class", kind="custom", read=lambda r, v, k: v
+    )
+    shards: list[Any] = param(doc="one entry per shard", kind="custom", read=lambda r, v, k: v)
+    fingerprint: str = param(doc="sha256 over the content hashes", **HEX64)
+    environment: dict[str, Any] = param(
+        doc="versions that decide bytes", kind="custom", read=lambda r, v, k: v
+    )

@@ -39,6 +39,7 @@ import dataclasses
 import itertools
 import math
 import os
+import re
 import shutil
 import struct
 import unicodedata
@@ -46,6 +47,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -60,6 +62,7 @@ from patchpack.dataset.readers import (
     open_reader,
 )
 from patchpack.errors import SourceError
+from patchpack.schema import dump_fields, param
 
 IMAGE_SUFFIXES = SUFFIXES
 FORMATS = ("PNG", "JPEG", "TIFF")
@@ -85,48 +88,57 @@ _QUARTER_TURNS = (5, 6, 7, 8)
 _PNG_METADATA = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
 
 
+SHARD_PATH = re.compile(r"^(train|val|test)/shard-[0-9]{5,}\.h5$")
+ROI_PATH = re.compile(r"^roi/[0-9a-f]{16}\.png$")
+HEX64: dict[str, Any] = {"kind": "str", "pattern": re.compile(r"^[0-9a-f]{64}$")}
+COUNT: dict[str, Any] = {
+    "minimum": 0,
+    "maximum": 2**31 - 1,
+    "expected": "an integer from 0 to 2147483647",
+}
+_SCALE: dict[str, Any] = {
+    "kind": "float",
+    "positive": True,
+    "maximum": 1e9,
+    "expected": "a positive number",
+}
+
+
 @dataclass(frozen=True)
 class SourceRecord:
-    """What the manifest keeps of a source: its id, class, size and file hash (never a local path)."""
+    """What the manifest keeps of a source: its id, class, size and file hash (never a local path).
 
-    id: str
-    class_name: str
-    width: int
-    height: int
-    sha256: str
-    backend: str = "pillow"
-    level: int = 0
-    downsample: float = 1.0
-    mpp: float | None = None
-    roi: str | None = None
-    roi_sha256: str | None = None
-    roi_downsample: float | None = None
-    labels: str | None = None
-    labels_sha256: str | None = None
+    ``labels`` and ``labels_sha256`` are written only for sources that have a label file, so
+    manifests of folder-labelled datasets keep their bytes.
+    """
+
+    id: str = param(doc="relative POSIX path, NFC", kind="str")
+    class_name: str = param(doc="its class folder", kind="str", empty=True, key="class")
+    width: int = param(doc="level-0 width as displayed", **COUNT)
+    height: int = param(doc="level-0 height as displayed", **COUNT)
+    sha256: str = param(doc="sha256 of the file's bytes", **HEX64)
+    backend: str = param("pillow", "the reader chosen for the file", kind="str")
+    level: int = param(0, "the level patches are cut from", minimum=0, maximum=64,
+                       expected="an integer from 0 to 64")  # fmt: skip
+    downsample: float = param(1.0, "level-0 pixels per pixel of that level", **_SCALE)
+    mpp: float | None = param(
+        None, "microns per pixel at level 0, when the file says", null=True, **_SCALE
+    )
+    roi: str | None = param(
+        None, "the ROI mask's path in the dataset", kind="str", null=True, pattern=ROI_PATH
+    )
+    roi_sha256: str | None = param(None, "sha256 of the ROI mask", null=True, **HEX64)
+    roi_downsample: float | None = param(None, "level-0 pixels per mask pixel", null=True, **_SCALE)
+    labels: str | None = param(
+        None, "the label file's relative path", kind="str", omit_none=True, null=True
+    )
+    labels_sha256: str | None = param(
+        None, "sha256 of the label file", omit_none=True, null=True, **HEX64
+    )
 
     def to_dict(self) -> dict[str, object]:
-        """The manifest's entry; ``labels`` and ``labels_sha256`` appear only for sources that have
-        a label file, so manifests of folder-labelled datasets keep their bytes."""
-        labels = (
-            {"labels": self.labels, "labels_sha256": self.labels_sha256}
-            if self.labels is not None
-            else {}
-        )
-        return {
-            **labels,
-            "id": self.id,
-            "class": self.class_name,
-            "width": self.width,
-            "height": self.height,
-            "sha256": self.sha256,
-            "backend": self.backend,
-            "level": self.level,
-            "downsample": self.downsample,
-            "mpp": self.mpp,
-            "roi": self.roi,
-            "roi_sha256": self.roi_sha256,
-            "roi_downsample": self.roi_downsample,
-        }
+        """The manifest's entry."""
+        return dump_fields(self)
 
 
 @dataclass(frozen=True)
