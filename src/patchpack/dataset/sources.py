@@ -30,6 +30,18 @@ Conversion rule (applied to every image, documented in the README):
   RGB, replicating gray into three channels.
 
 Float images (mode ``F``) are refused: their scale is unknown. Multi-frame TIFFs contribute their first frame.
+
+Tiled TIFFs (the ``tifffile`` backend, see :mod:`patchpack.dataset.readers`) follow the same rule
+with the same arithmetic, so one image stored tiled or in strips gives the same pixels: MINISWHITE
+inverted (up to 8 bits; 16-bit MINISWHITE is kept as stored, as Pillow's ``I;16`` keeps it), 1-, 2-
+and 4-bit gray spread over 0..255 (bilevel to 0 and 255), palette indices through the colormap's
+high bytes, CMYK to RGB by Pillow's own conversion; a photometric with no such rule (CIELAB, YCbCr
+without JPEG, ...) is refused in one line.
+
+Resolution: ``source.mpp`` picks the level whose microns per pixel are closest to it, and refuses
+(one line, naming the file and every level's resolution) when even that level is more than
+``MPP_TOLERANCE`` (10%) away, since patches would silently be of another scale than asked for. A
+resolution the file records as malformed, zero, negative or not finite counts as none recorded.
 """
 
 from __future__ import annotations
@@ -66,6 +78,9 @@ from patchpack.schema import dump_fields, param
 
 IMAGE_SUFFIXES = SUFFIXES
 FORMATS = ("PNG", "JPEG", "TIFF")
+# How far (relative) the level source.mpp picks may be from it: a 0.5 µm/px level serves
+# source.mpp 0.46 to 0.55, not 2.0
+MPP_TOLERANCE = 0.10
 
 # The demo: real photographs that ship inside scikit-image, so the pipeline runs offline.
 # One class per photograph; region splits keep train/val/test pixels apart inside each one.
@@ -378,7 +393,14 @@ def _hidden(path: Path, root: Path) -> bool:
 
 
 def choose_level(source: SourceImage, level: int, mpp: float | None) -> int:
-    """``level`` (checked to exist), or with ``mpp`` the level whose resolution is closest to it."""
+    """``level`` (checked to exist), or with ``mpp`` the level whose resolution is closest to it.
+
+    Raises
+    ------
+    SourceError
+        For a level that does not exist; with ``mpp``, for a file that records no resolution, or
+        whose closest level is more than ``MPP_TOLERANCE`` from ``mpp``.
+    """
     levels = source.levels or (source.size,)
     if mpp is None:
         if level >= len(levels):
@@ -387,13 +409,26 @@ def choose_level(source: SourceImage, level: int, mpp: float | None) -> int:
                 f"{len(levels) - 1}); lower source.level"
             )
         return level
-    if source.mpp is None:
+    if source.mpp is None or not mpp > 0:
         raise SourceError(
-            f"{source.path}: the file records no resolution (microns per pixel), so source.mpp="
-            f"{mpp:g} cannot choose a level; use source.level instead"
+            f"{source.path}: the file records no resolution (microns per pixel; a missing, zero, "
+            f"negative or malformed value counts as none), so source.mpp={mpp:g} cannot choose a "
+            f"level; use source.level instead"
         )
-    distances = [abs(math.log(source.mpp * entry.downsample / mpp)) for entry in levels]
-    return distances.index(min(distances))
+    resolutions = [source.mpp * entry.downsample for entry in levels]
+    distances = [abs(math.log(resolution / mpp)) for resolution in resolutions]
+    closest = distances.index(min(distances))
+    if abs(resolutions[closest] - mpp) > MPP_TOLERANCE * mpp:
+        listed = ", ".join(
+            f"{resolution:.3g}{' µm/px' if index == 0 else ''} at level {index}"
+            for index, resolution in enumerate(resolutions)
+        )
+        raise SourceError(
+            f"{source.path}: source.mpp={mpp:g} is more than {MPP_TOLERANCE:.0%} from every "
+            f"level's resolution ({listed}); set source.level instead, an mpp within "
+            f"{MPP_TOLERANCE:.0%} of a level, or use a pyramidal file with a level near {mpp:g} µm/px"
+        )
+    return closest
 
 
 def _inspect(
