@@ -467,3 +467,90 @@ def test_pull_onto_a_full_disk_says_so(project_a, env, small_disk, leave):
     assert "no space" in line and "free space and run `patchpack pull` again" in line, line
     assert "cache up to date" not in line
     assert not VERIFIED.search(pulled.stdout)
+
+
+# --- one split, straight from the remote's objects ---------------------------------------------
+
+
+def test_pull_one_split_fetches_only_its_objects(project_a, server, env, tmp_path):
+    from support.s3server import CountingProxy
+
+    owner, _ = project_a
+    partner = clone(owner, tmp_path / "S1", env)
+    owner_md5 = file_digests(owner / "data" / "patches", "md5")
+    by_split = {
+        split: {md5 for rel, md5 in owner_md5.items() if rel.startswith(f"{split}/")}
+        for split in ("train", "val", "test")
+    }
+    with CountingProxy(server.endpoint) as proxy:
+        run(
+            ["dvc", "remote", "modify", "--local", "storage", "endpointurl", proxy.endpoint],
+            partner,
+            env,
+        )
+        pulled = run(["patchpack", "pull", "--split", "test"], partner, env)
+        seen = proxy.bytes_by_object()
+        test_bytes = proxy.received()
+    fetched = {key for key, size in seen.items() if size > 1}  # the remote probe reads one byte
+    assert "data/patches (test): OK" in pulled.stdout, pulled.stdout
+    assert "train, val not pulled" in pulled.stdout
+    assert "not pulled, not checked: train, val" in pulled.stdout
+    assert by_split["test"] <= fetched  # every test shard came from the remote ...
+    assert not fetched & (by_split["train"] | by_split["val"])  # ... and no train or val object
+    mine = file_digests(partner / "data" / "patches", "md5")
+    assert {rel for rel in mine} == {
+        rel for rel in owner_md5 if rel.startswith(("test/", "roi/")) or rel == "manifest.json"
+    }
+    assert all(owner_md5[rel] == md5 for rel, md5 in mine.items())
+    assert run(["patchpack", "verify", "--split", "test"], partner, env).returncode == 0
+    assert run(["patchpack", "verify"], partner, env, ok=False).returncode == 1  # not all there
+    full = sum(size for rel, size in _sizes(owner / "data" / "patches").items())
+    print(f"\npull --split test moved {test_bytes:,} bytes of a {full:,}-byte dataset")
+    assert test_bytes < 0.5 * full
+
+    # a second split adds to the first, fetching nothing twice
+    with CountingProxy(server.endpoint) as proxy:
+        run(
+            ["dvc", "remote", "modify", "--local", "storage", "endpointurl", proxy.endpoint],
+            partner,
+            env,
+        )
+        run(["patchpack", "pull", "--split", "val"], partner, env)
+        again = {key for key, size in proxy.bytes_by_object().items() if size > 1}
+    assert not again & by_split["test"] and by_split["val"] <= again
+    verified = run(["patchpack", "verify", "--split", "test", "--split", "val"], partner, env)
+    assert "(test, val): OK" in verified.stdout
+
+
+def _sizes(folder):
+    return {
+        p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_pull_split_refuses_an_object_that_fails_its_hash(project_a, server, env, tmp_path):
+    owner, bucket = project_a
+    hostile = f"pp-split-{uuid.uuid4().hex[:10]}"
+    copy_bucket(server, bucket, hostile)
+    owner_md5 = file_digests(owner / "data" / "patches", "md5")
+    test_shard = sorted(rel for rel in owner_md5 if rel.startswith("test/"))[0]
+    client = server.client()
+    key = object_key(owner_md5[test_shard])
+    body = bytearray(client.get_object(Bucket=hostile, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    client.put_object(Bucket=hostile, Key=key, Body=bytes(body))
+    partner = partner_on(owner, hostile, tmp_path / "S2", env)
+    pulled = run(["patchpack", "pull", "--split", "test"], partner, env, ok=False)
+    assert pulled.returncode == 1, pulled.stdout + pulled.stderr
+    (line,) = pulled.stderr.strip().splitlines()
+    assert f"{test_shard}: the remote served bytes with md5" in line and "nothing was kept" in line
+    assert not (partner / "data" / "patches" / test_shard).exists()
+    assert not list((partner / "data" / "patches").rglob(".*fetch-*"))
+
+
+def test_pull_split_names_an_unknown_split(project_a, env, tmp_path):
+    owner, _ = project_a
+    partner = clone(owner, tmp_path / "S3", env)
+    refused = run(["patchpack", "pull", "--split", "tset"], partner, env, ok=False)
+    assert refused.returncode == 2
+    assert "tset" in refused.stderr and "test" in refused.stderr

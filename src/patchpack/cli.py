@@ -18,7 +18,7 @@ from pathlib import Path
 
 from patchpack.dataset.output import MANIFEST_NAME, ignore_file_size_signal
 from patchpack.errors import ConfigError, IntegrityError, PatchpackError, SourceError
-from patchpack.params import MODELS, Params, load_params
+from patchpack.params import MODELS, SPLITS, Params, load_params
 
 DEFAULT_DATA = Path("data/patches")
 DEFAULT_REMOTE = "storage"  # the DVC remote name `patchpack remote` configures
@@ -83,11 +83,19 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from patchpack.audit.verify import verify, verify_rebuild
 
+    splits = tuple(args.split) if args.split else None
     if args.rebuild:
+        if splits:
+            raise ConfigError("--split checks pulled splits; --rebuild rebuilds the whole dataset")
         report = verify_rebuild(Path(args.data), _params(args), workers=args.workers)
     else:
-        report = verify(Path(args.data), allow_container_diff=args.pixels_only)
-    if not args.no_lock:
+        report = verify(Path(args.data), allow_container_diff=args.pixels_only, splits=splits)
+    if not args.no_lock and splits:
+        from patchpack.sharing.splits import committed_split_state
+
+        problem, note = committed_split_state(Path(args.data), splits)
+        (report.problems if problem else report.notes).append(problem or note)
+    elif not args.no_lock:
         from patchpack.sharing.pull import committed_state
 
         problem, note = committed_state(Path(args.data))
@@ -204,6 +212,12 @@ def cmd_remote_check(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    if args.split:
+        if args.rebuild:
+            raise ConfigError("--split pulls from the remote; --rebuild rebuilds the whole dataset")
+        from patchpack.sharing.splits import pull_splits
+
+        return 0 if pull_splits(Path(args.data), list(dict.fromkeys(args.split))) else 1
     from patchpack.sharing.pull import pull
 
     return 0 if pull(Path(args.data), root=Path("."), rebuild=args.rebuild) else 1
@@ -320,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-lock",
         action="store_true",
         help="inside a DVC project, do not compare the folder with the md5 dvc.lock records",
+    )
+    sub.add_argument(
+        "--split",
+        action="append",
+        choices=SPLITS,
+        help="check only this split's shards (repeatable): after `patchpack pull --split`",
     )
 
     sub = verb(
@@ -447,6 +467,12 @@ def _add_sharing_verbs(verb: Verb) -> None:
         "--rebuild",
         action="store_true",
         help="when the remote fails, rebuild locally with dvc repro",
+    )
+    sub.add_argument(
+        "--split",
+        action="append",
+        choices=SPLITS,
+        help="fetch the manifest and this split's shards only, and verify them (repeatable)",
     )
 
 

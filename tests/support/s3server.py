@@ -223,6 +223,77 @@ class ScriptedS3:
         self._httpd.server_close()
 
 
+class CountingProxy:
+    """A loopback HTTP proxy in front of an S3 server that records every request and the bytes of
+    every answer: a test's view of what a client fetched (``gets`` lists the object keys read).
+
+    Requests are forwarded as they came, ``Host`` header included, so signatures stay valid.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        self.requests: list[tuple[str, str, int, str]] = []
+        seen = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                answer = connection.getresponse()
+                data = answer.read()
+                connection.close()
+                seen.append((self.command, self.path, len(data), self.headers.get("Range", "")))
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                # a HEAD answer has no body but says the object's size
+                size = answer.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", size or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def bytes_by_object(self) -> dict[str, int]:
+        """Bytes received per object (the last two parts of its key, as DVC names an object by
+        its md5: ``ab`` + ``cdef...``), over every GET of it, ranged or whole."""
+        found: dict[str, int] = {}
+        for method, path, size, _ in self.requests:
+            if method == "GET" and "?" not in path:
+                parts = path.rstrip("/").split("/")
+                key = parts[-2] + parts[-1]
+                found[key] = found.get(key, 0) + size
+        return found
+
+    def received(self) -> int:
+        return sum(size for method, _, size, _ in self.requests if method == "GET")
+
+    def __enter__(self) -> CountingProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
 def isolate_aws(monkeypatch: Any, home: Path, **values: str) -> dict[str, str]:
     """Point this process's boto3 at ``aws_env(home)``; every other AWS variable is removed."""
     for name in AWS_VARS:

@@ -28,7 +28,12 @@ import yaml
 from patchpack.dataset.manifest import dvc_cache_objects
 from patchpack.errors import PatchpackError, RemoteError
 from patchpack.sharing.dvcconfig import find_root, load_remote, run_dvc
-from patchpack.sharing.dvchash import committed_listing, differences, entries_md5, hashed_entries
+from patchpack.sharing.dvchash import (
+    committed_listing,
+    differences,
+    entries_md5,
+    hashed_entries,
+)
 from patchpack.sharing.remote import check_remote
 
 
