@@ -554,3 +554,46 @@ def test_pull_split_names_an_unknown_split(project_a, env, tmp_path):
     refused = run(["patchpack", "pull", "--split", "tset"], partner, env, ok=False)
     assert refused.returncode == 2
     assert "tset" in refused.stderr and "test" in refused.stderr
+
+
+# --- a public dataset: partners without any AWS account ----------------------------------------
+
+
+def test_public_remote_pulled_without_credentials(tmp_path, server, env):
+    """The owner makes the remote public; a partner with no credentials anywhere in the
+    environment pulls, once the printed bucket policy is attached (refused in one line before)."""
+    from support.s3server import AWS_VARS, CountingProxy
+
+    owner = make_project(tmp_path / "P", env, per_class=2)
+    run(["dvc", "repro", "extract"], owner, env)
+    bucket = f"pp-public-{uuid.uuid4().hex[:10]}"
+    with CountingProxy(server.endpoint, anonymous_by_policy=True) as gate:
+        setup = run(
+            ["patchpack", "remote", "s3", f"s3://{bucket}/patches", "--endpoint-url", gate.endpoint,
+             "--create-bucket", "--public"],
+            owner,
+            env,
+        )  # fmt: skip
+        assert "anonymous reads are refused now" in setup.stdout
+        policy = json.loads(setup.stdout[setup.stdout.index("{") :])
+        assert all(statement["Principal"] == "*" for statement in policy["Statement"])
+        run(["dvc", "push"], owner, env)  # the owner's config.local signs its pushes
+        commit(owner, env, "public dataset")
+        committed = (owner / ".dvc" / "config").read_text()
+        assert "allow_anonymous_login = true" in committed and "access_key" not in committed
+
+        partner = clone(owner, tmp_path / "P2", env)
+        nobody = {k: v for k, v in env.items() if k not in AWS_VARS}
+        nobody.update({"AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"})
+        refused = run(["patchpack", "pull"], partner, nobody, ok=False)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert "refused an anonymous request: the bucket is not public" in line
+        assert not (partner / "data" / "patches").exists()
+
+        server.client().put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+        pulled = run(["patchpack", "pull"], partner, nobody)
+        assert "none needed: a public remote, unsigned requests" in pulled.stdout
+        assert VERIFIED.search(pulled.stdout), pulled.stdout
+    assert file_digests(partner / "data" / "patches") == file_digests(owner / "data" / "patches")
+    assert gate.refused() >= 1

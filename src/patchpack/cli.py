@@ -187,9 +187,27 @@ def cmd_remote_s3(args: argparse.Namespace) -> int:
         region=args.region,
         create_bucket=args.create_bucket,
         read_only=args.read_only,
+        public=args.public,
     )
     print(report.render())
     print(f"configured DVC remote '{args.name}' -> {args.url} (default); commit .dvc/config")
+    if args.public:
+        import json
+
+        from patchpack.sharing.policy import public_read_policy
+        from patchpack.sharing.spec import parse_s3_url
+
+        bucket, prefix = parse_s3_url(args.url)
+        if report.anonymous is not None:
+            state = "work" if report.anonymous.ok else "are refused"
+            print(f"anonymous reads {state} now:")
+            print(report.anonymous.render())
+        print(
+            "partners read it anonymously (allow_anonymous_login); attach this bucket policy for "
+            "public read (aws s3api put-bucket-policy --bucket "
+            f"{bucket} --policy file://policy.json):"
+        )
+        print(json.dumps(public_read_policy(bucket, prefix), indent=2))
     return 0
 
 
@@ -434,6 +452,11 @@ def _add_sharing_verbs(verb: Verb) -> None:
     )
     sub.add_argument(
         "--read-only", action="store_true", help="accept credentials that cannot write (pull only)"
+    )
+    sub.add_argument(
+        "--public",
+        action="store_true",
+        help="partners pull anonymously, without AWS credentials; prints the bucket policy",
     )
     sub.add_argument(
         "--name", default=DEFAULT_REMOTE, help=f"DVC remote name (default: {DEFAULT_REMOTE})"

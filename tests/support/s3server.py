@@ -25,6 +25,11 @@ from typing import Any
 DUMMY_KEY = "testing-key-id"
 DUMMY_SECRET = "testing-secret"
 REGION = "us-east-1"
+# what CountingProxy adds to an anonymous request a bucket policy allows (moto checks no signature)
+ANONYMOUS_ALLOWED = (
+    f"AWS4-HMAC-SHA256 Credential={DUMMY_KEY}/20260101/{REGION}/s3/aws4_request, "
+    "SignedHeaders=host, Signature=0"
+)
 
 _SERVER: MotoS3 | None = None
 
@@ -230,22 +235,44 @@ class CountingProxy:
     Requests are forwarded as they came, ``Host`` header included, so signatures stay valid.
     """
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, anonymous_by_policy: bool = False) -> None:
         import http.client
         from urllib.parse import urlsplit
 
         target = urlsplit(upstream)
         self.requests: list[tuple[str, str, int, str]] = []
         seen = self.requests
+        readable = _public_reader(upstream) if anonymous_by_policy else None
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def _refuse(self) -> None:
+                body = (
+                    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                    b"<Message>Access Denied</Message><RequestId>0</RequestId></Error>"
+                )
+                seen.append((self.command, self.path, 0, "refused"))
+                self.send_response(403)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                signed = "Authorization" in self.headers or "X-Amz-Signature" in self.path
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                if readable is not None and not signed:
+                    if not readable(self.command, self.path):
+                        self._refuse()
+                        return
+                    # allowed by the bucket policy, as S3 decides it (GetObject covers HEAD, which
+                    # moto's anonymous check does not know): passed on as an authorized request
+                    headers["Authorization"] = ANONYMOUS_ALLOWED
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
                 connection.request(self.command, self.path, body=body, headers=headers)
                 answer = connection.getresponse()
                 data = answer.read()
@@ -272,6 +299,9 @@ class CountingProxy:
         self._thread.start()
         self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
+    def refused(self) -> int:
+        return sum(1 for *_, span in self.requests if span == "refused")
+
     def bytes_by_object(self) -> dict[str, int]:
         """Bytes received per object (the last two parts of its key, as DVC names an object by
         its md5: ``ab`` + ``cdef...``), over every GET of it, ranged or whole."""
@@ -292,6 +322,38 @@ class CountingProxy:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+def _public_reader(upstream: str) -> Any:
+    """Whether an anonymous request may pass, as real S3 decides it: only GET/HEAD (and listing) on
+    a bucket whose bucket policy allows ``s3:GetObject`` to ``Principal: *``. moto serves unsigned
+    requests to every bucket (and fails on them when IAM is enforced), so the proxy decides."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=upstream,
+        region_name=REGION,
+        aws_access_key_id=DUMMY_KEY,
+        aws_secret_access_key=DUMMY_SECRET,
+    )
+
+    def readable(method: str, path: str) -> bool:
+        bucket = path.lstrip("/").split("/", 1)[0].split("?", 1)[0]
+        if method not in ("GET", "HEAD") or not bucket:
+            return False
+        try:
+            policy = json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])
+        except Exception:  # no policy (NoSuchBucketPolicy) or no bucket: private
+            return False
+        return any(
+            statement.get("Effect") == "Allow"
+            and statement.get("Principal") in ("*", {"AWS": "*"})
+            and "s3:GetObject" in str(statement.get("Action"))
+            for statement in policy.get("Statement", [])
+        )
+
+    return readable
 
 
 def isolate_aws(monkeypatch: Any, home: Path, **values: str) -> dict[str, str]:

@@ -83,6 +83,7 @@ def load_remote(root: str | Path = ".", name: str | None = None) -> RemoteSpec:
         profile=section.get("profile"),
         region=section.get("region"),
         secrets=secrets,
+        public=str(section.get("allow_anonymous_login", "")).lower() == "true",
     )
 
 
@@ -124,9 +125,16 @@ def configure_s3(
     endpoint_url: str | None = None,
     profile: str | None = None,
     region: str | None = None,
+    public: bool = False,
 ) -> None:
-    """Make ``url`` DVC's default remote. Endpoint and region are committed; the profile is local."""
+    """Make ``url`` DVC's default remote. Endpoint, region and anonymous reads (``public``) are
+    committed; the profile is local."""
     run_dvc(["remote", "add", "--default", "--force", name, url], root)
+    if public:
+        # partners (the committed config) read anonymously; DVC then signs nothing, so the owner's
+        # own config.local turns it off again for pushing with credentials
+        run_dvc(["remote", "modify", name, "allow_anonymous_login", "true"], root)
+        run_dvc(["remote", "modify", "--local", name, "allow_anonymous_login", "false"], root)
     if endpoint_url:
         run_dvc(["remote", "modify", name, "endpointurl", endpoint_url], root)
     if region:

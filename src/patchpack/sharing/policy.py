@@ -1,4 +1,5 @@
-"""The IAM policy a data owner attaches to a partner who may ``dvc pull`` and nothing more."""
+"""The policies a data owner attaches: an IAM policy for a partner who may ``dvc pull`` and nothing
+more, and a bucket policy that lets anyone read a public dataset."""
 
 from __future__ import annotations
 
@@ -39,3 +40,17 @@ def read_only_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
         "Resource": objects,
     }
     return {"Version": "2012-10-17", "Statement": [listing, reading]}
+
+
+def public_read_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
+    """A bucket policy that lets anyone, without an AWS account, ``dvc pull`` from
+    ``s3://bucket/prefix``: the statements of :func:`read_only_policy` with ``Principal: *``.
+
+    Attach it with ``aws s3api put-bucket-policy --bucket BUCKET --policy file://policy.json``;
+    on AWS the bucket's Block Public Access settings must allow public bucket policies.
+    """
+    policy = read_only_policy(bucket, prefix)
+    for statement in policy["Statement"]:
+        statement["Sid"] = f"Public{statement['Sid']}"
+        statement["Principal"] = "*"
+    return policy

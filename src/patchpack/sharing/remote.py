@@ -19,6 +19,7 @@ A remote is checked before DVC is configured, so a setup that would fail configu
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -71,8 +72,10 @@ def setup_s3(
     region: str | None = None,
     create_bucket: bool = False,
     read_only: bool = False,
+    public: bool = False,
 ) -> RemoteReport:
-    """Check an S3 remote, then configure it as DVC's default remote.
+    """Check an S3 remote, then configure it as DVC's default remote (``public``: partners read it
+    anonymously, without credentials).
 
     Raises
     ------
@@ -102,7 +105,11 @@ def setup_s3(
         endpoint_url=endpoint_url,
         profile=profile,
         region=region or report.region,
+        public=public,
     )
+    if public:  # what a partner without credentials sees now (before the policy, a refusal)
+        anonymous = dataclasses.replace(spec, region=region or report.region, public=True)
+        report.anonymous = check_s3(anonymous, write=False)
     return report
 
 

@@ -50,8 +50,10 @@ def _session(spec: RemoteSpec) -> Any:
     )
 
 
-def s3_client(spec: RemoteSpec, timeout: float = 5.0) -> Any:
-    """A boto3 S3 client configured the way DVC would use the remote (endpoint, profile, region)."""
+def s3_client(spec: RemoteSpec, timeout: float = 5.0, *, anonymous: bool = False) -> Any:
+    """A boto3 S3 client configured the way DVC would use the remote (endpoint, profile, region);
+    ``anonymous`` sends unsigned requests, as DVC does for a public remote without credentials."""
+    from botocore import UNSIGNED
     from botocore.config import Config
 
     session = _session(spec)
@@ -60,6 +62,7 @@ def s3_client(spec: RemoteSpec, timeout: float = 5.0) -> Any:
         connect_timeout=timeout,
         read_timeout=timeout,
         retries={"max_attempts": 2, "mode": "standard"},
+        signature_version=UNSIGNED if anonymous else None,
     )
     return session.client("s3", endpoint_url=spec.endpoint_url, region_name=region, config=config)
 
@@ -82,6 +85,7 @@ class _Probe:
     written: str | None = None  # the probe object's key, once put
     write_check: Check | None = None  # a refused put, reported after read
     failed: str | None = None  # the check that stopped the probe
+    anonymous: bool = False  # a public remote probed without credentials: unsigned requests
 
     def __post_init__(self) -> None:
         self.report = RemoteReport(self.spec)
@@ -101,6 +105,15 @@ class _Probe:
     def fail(self, name: str, exc: BaseException, action: str) -> None:
         """Report check ``name`` as failed because of ``exc``, and stop the probe."""
         kind, message = explain(exc, self.spec, action, self.region)
+        if self.anonymous and kind == "access-denied":
+            kind, message = (
+                "not-public",
+                (
+                    f"{action} on {self.spec.url} refused an anonymous request: the bucket is not "
+                    f"public (yet); the owner attaches the public-read bucket policy that "
+                    f"`patchpack remote s3 {self.spec.url} --public` prints, or use credentials"
+                ),
+            )
         self.add(Check(name, "fail", message, kind))
         self.failed = name
 
@@ -144,6 +157,10 @@ def _credentials(probe: _Probe) -> None:
     """credentials: the profile exists and some source (env, files, role) provides a whole key pair."""
     from botocore import exceptions as bx
 
+    if probe.spec.public:  # DVC (s3fs anon) then sends unsigned requests, credentials or not
+        probe.anonymous = True
+        probe.add(Check("credentials", "ok", "none needed: a public remote, unsigned requests"))
+        return
     missing = _half_pair(probe.spec)
     if missing is not None:
         # boto3 takes half a pair from DVC's config as given and fails signing with a TypeError.
@@ -180,7 +197,7 @@ def _endpoint(probe: _Probe) -> None:
     """endpoint: HeadBucket gets an answer; it also tells existence and region in one request."""
     from botocore import exceptions as bx
 
-    probe.client = s3_client(probe.spec)
+    probe.client = s3_client(probe.spec, anonymous=probe.anonymous)
     try:
         response = probe.client.head_bucket(Bucket=probe.spec.bucket)
     except bx.ClientError as exc:

@@ -44,6 +44,7 @@ class RemoteSpec:
     profile: str | None = None
     region: str | None = None
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    public: bool = False  # DVC's allow_anonymous_login: unsigned requests when no credentials
 
     @property
     def is_s3(self) -> bool:
@@ -65,6 +66,8 @@ class RemoteSpec:
             parts.append(f"region {self.region}")
         if self.profile:
             parts.append(f"profile {self.profile}")
+        if self.public:
+            parts.append("public (anonymous reads)")
         return ", ".join(parts)
 
 
@@ -85,6 +88,7 @@ class RemoteReport:
     spec: RemoteSpec
     checks: list[Check] = field(default_factory=list)
     region: str | None = None  # the bucket's region, when the server reports it
+    anonymous: RemoteReport | None = None  # with --public: the same remote probed without signing
 
     @property
     def ok(self) -> bool:
