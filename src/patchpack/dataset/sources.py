@@ -16,7 +16,7 @@ bytes (their patches could land in two splits, or under two labels), two names t
 normalised, a symbolic link whose target is missing, anything that is neither a file nor a folder,
 and names that are not valid UTF-8.
 
-Conversion rule (applied to every image, documented in the README):
+Conversion rule (applied to every image, documented in docs/guarantees.md):
 
 * orientation first: pixels are taken as a viewer shows them. An EXIF Orientation tag (or XMP
   ``tiff:Orientation``) other than 1 is applied as :func:`PIL.ImageOps.exif_transpose` applies it, and

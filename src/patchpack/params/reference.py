@@ -6,6 +6,8 @@ to what this prints, so the reference cannot drift from the code.
 
 from __future__ import annotations
 
+import re
+
 from patchpack.schema import reference_rows
 
 
@@ -51,7 +53,8 @@ def reference_markdown() -> str:
         ("train", TrainParams),
     ]
     for name, cls in sections:
-        lines += [f"## `{name}`", "", f"{(cls.__doc__ or '').splitlines()[0]}", ""]
+        summary = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", (cls.__doc__ or "").splitlines()[0])
+        lines += [f"## `{name}`", "", summary, ""]
         lines += ["| key | default | meaning |", "|---|---|---|"]
         lines += [
             f"| `{key}` | `{default}` | {_cell(doc)} |"

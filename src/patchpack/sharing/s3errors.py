@@ -128,7 +128,7 @@ def _explain_client_error(exc: Any, spec: RemoteSpec, action: str, region: str) 
         return "access-denied", (
             f"access denied: {action} on {spec.url} is not allowed for these credentials; ask the "
             f"bucket owner to grant it (pull needs s3:ListBucket and s3:GetObject, push also "
-            f"s3:PutObject; see the README's 'Giving a partner read-only access' section)"
+            f"s3:PutObject; see docs/sharing.md, 'Giving a partner read-only access')"
         )
     message = error.get("Message", "")
     return "other", f"{action} on {spec.url} failed: {code} {message}".strip()
