@@ -195,9 +195,12 @@ def readme_commands(title: str) -> list[list[str]]:
 
 
 def test_setup_and_testing_run_the_documented_commands() -> None:
-    assert readme_commands("Setup")[0] == ["pip install -e . -c constraints.txt", "dvc repro"]
+    assert readme_commands("Setup")[0] == [
+        "pip install -e '.[all]' -c constraints.txt",
+        "dvc repro",
+    ]
     assert readme_commands("Testing")[0] == [
-        "pip install -e '.[dev,jax,torch]' -c constraints.txt",
+        "pip install -e '.[all,dev,jax,torch]' -c constraints.txt",
         "python -m pytest",
     ]
 
@@ -209,7 +212,7 @@ def test_ci_runs_the_readme_test_command_after_the_docs_build() -> None:
     install = next(line for line in ci if "pip install" in line and " -e " in line)
     extras = re.search(r"\.\[([^\]]+)\]", install)
     assert extras, f"no extras in {install!r}"
-    assert {"dev", "docs", "jax", "torch"} <= set(extras.group(1).split(","))
+    assert {"all", "dev", "docs", "jax", "torch"} <= set(extras.group(1).split(","))
     assert "-c constraints.txt" in install
     docs = next(i for i, line in enumerate(ci) if "mkdocs build --strict" in line)
     assert docs < ci.index(test_command)

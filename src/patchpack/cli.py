@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from patchpack.dataset.output import MANIFEST_NAME, ignore_file_size_signal
+from patchpack.engine.output import MANIFEST_NAME, ignore_file_size_signal
 from patchpack.errors import ConfigError, IntegrityError, PatchpackError, SourceError
 from patchpack.params import MODELS, SPLITS, Params, load_params
 
@@ -63,6 +63,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     _log_progress()
     if args.cluster or args.scheduler:
+        _require("cluster", "distributed")
         _quiet_dask()
     engine = Engine(
         workers=args.workers,
@@ -128,7 +129,39 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require(extra: str, *modules: str) -> None:
+    """Refuse in one line a verb whose optional dependencies (an extra) are not installed."""
+    import importlib.util
+
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken or blocked package
+            found = False
+        if not found:
+            raise ConfigError(
+                f"{name} is not installed: this needs patchpack's {extra} extra, which the light "
+                f"install leaves out; install it with pip install -e '.[{extra}]' -c constraints.txt "
+                f"(or pip install 'patchpack[{extra}]')"
+            )
+
+
+def _training() -> tuple[str, ...]:
+    """What training imports: Keras, its backend (KERAS_BACKEND, TensorFlow by default), DVCLive,
+    Matplotlib and scikit-learn."""
+    import os
+
+    return (
+        "keras",
+        os.environ.get("KERAS_BACKEND") or "tensorflow",
+        "dvclive",
+        "matplotlib",
+        "sklearn",
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    _require("train", *_training())
     from patchpack.training.train import train_model
 
     params = _params(args)
@@ -150,6 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _require("train", *_training())
     from patchpack.training.evaluate import evaluate_model
 
     params = _params(args)
@@ -166,6 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    _require("train", *_training())
     from patchpack.training.compare import comparison_rows, markdown_table, plot_comparison
 
     rows = comparison_rows(args.models, eval_dir=Path(args.eval), live_dir=Path(args.live))
