@@ -8,10 +8,12 @@ separate virtualenvs), each tool imported inside its own function. Every runner 
 documentation shows for random tissue patches, one PNG file per patch, and times only the
 extraction: imports happen before the clock starts, as they do for patchpack.
 
-The JSON line holds ``tool``, ``version``, ``patches`` (PNG files written), ``seconds`` (slide opened,
-tissue detected, patches read and saved) and ``mask_seconds`` (the part of ``seconds`` spent on the
-slide-level tissue mask). A tool that is not installed prints ``{"skipped": reason}`` and exits 0, so
-the benchmark reports it as skipped instead of failing.
+Each runner takes the parsed command line (``slide``, ``out``, ``count``, ``size`` in pixels,
+``seed`` and ``tissue`` from 0 to 1) and returns the fields of that line: ``tool``, ``version``,
+``patches`` (PNG files written), ``seconds`` (slide opened, tissue detected, patches read and saved)
+and ``mask_seconds`` (the part of ``seconds`` spent on the slide-level tissue mask). A tool that
+is not installed prints ``{"skipped": reason}`` and exits 0, so the benchmark reports it as skipped
+instead of failing.
 """
 
 from __future__ import annotations
@@ -28,18 +30,7 @@ TIA_STEP = 32
 
 
 def run_histolab(args: argparse.Namespace) -> dict[str, object]:
-    """histolab's ``RandomTiler`` with its whole-tissue mask and its per-tile tissue check.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        ``slide``, ``out``, ``count``, ``size`` (pixels), ``seed`` and ``tissue`` (0..1).
-
-    Returns
-    -------
-    dict
-        The fields described in the module docstring.
-    """
+    """histolab's ``RandomTiler`` with its whole-tissue mask and its per-tile tissue check."""
     import histolab
     from histolab.masks import TissueMask
     from histolab.slide import Slide
@@ -74,18 +65,7 @@ def run_histolab(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run_tiatoolbox(args: argparse.Namespace) -> dict[str, object]:
-    """TIAToolbox's sliding-window extractor with its Otsu mask; ``count`` corners drawn at random.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        ``slide``, ``out``, ``count``, ``size`` (pixels), ``seed`` and ``tissue`` (0..1).
-
-    Returns
-    -------
-    dict
-        The fields described in the module docstring.
-    """
+    """TIAToolbox's sliding-window extractor with its Otsu mask; ``count`` corners drawn at random."""
     import numpy as np
     import tiatoolbox
     from tiatoolbox.tools.patchextraction import get_patch_extractor

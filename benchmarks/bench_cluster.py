@@ -3,7 +3,8 @@
 Usage: ``python benchmarks/bench_cluster.py [--quick] [--json out.json]``
 
 Two workloads, each extracted with ``--workers 1``, ``--workers 2`` and ``--cluster local:2``
-(end to end, pool or cluster start-up included, in a fresh process each, fastest of ``--repeats``):
+(end to end, pool or cluster start-up included, in a fresh process each, the engines in turns,
+fastest of ``--repeats``):
 
 * the demo photographs with 10,000 random 32x32 patches per image (80,000 patches);
 * the demo slide (``patchpack sources --slide --side 10240``), 4,000 random 128x128 tissue patches at
@@ -17,15 +18,15 @@ would need for 2,000 slides.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
+
+from _harness import benchmark, interleaved, patchpack, ratio, table
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".bench" / "cluster"
@@ -40,14 +41,6 @@ def digest(folder: Path) -> str:
         total.update(path.relative_to(folder).as_posix().encode())
         total.update(hashlib.sha256(path.read_bytes()).digest())
     return total.hexdigest()
-
-
-def patchpack(*args: str, cwd: Path) -> float:
-    """Run ``patchpack ARGS`` in a fresh process; return its wall time in seconds."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "patchpack.cli", *args], cwd=cwd, check=True,
-                   capture_output=True)  # fmt: skip
-    return time.perf_counter() - started
 
 
 def workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
@@ -76,40 +69,53 @@ def workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
 
 
 def measure(name: str, params: dict[str, object], repeats: int) -> dict[str, object]:
-    """Seconds per engine (fastest of ``repeats``), the dataset digests and the shard count."""
+    """Seconds per engine (fastest of ``repeats``, engines in turns), dataset digests, shard count."""
     folder = WORK / "run"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    seconds, digests = {}, {}
-    for label, args in ENGINES:
-        times = []
-        for _ in range(repeats):
-            shutil.rmtree(folder / "out", ignore_errors=True)
-            times.append(patchpack("extract", "--out", "out", *args, cwd=folder))
-        seconds[label] = min(times)
-        digests[label] = digest(folder / "out")
-    shards = len(json.loads((folder / "out" / "manifest.json").read_text())["shards"])
+    engines = dict(ENGINES)
+    outs = {label: f"out-{index}" for index, label in enumerate(engines)}
+
+    def extract(label: str) -> float:
+        shutil.rmtree(folder / outs[label], ignore_errors=True)
+        return patchpack("extract", "--out", outs[label], *engines[label], cwd=folder).seconds
+
+    times = interleaved({label: functools.partial(extract, label) for label in engines}, repeats)
+    seconds = {label: min(values) for label, values in times.items()}
+    digests = {label: digest(folder / out) for label, out in outs.items()}
+    manifest = folder / outs[ENGINES[-1][0]] / "manifest.json"
+    shards = len(json.loads(manifest.read_text())["shards"])
     return {"workload": name, "seconds": seconds, "identical": len(set(digests.values())) == 1,
             "shards": shards}  # fmt: skip
 
 
 def report(results: list[dict[str, object]]) -> None:
-    print(f"{'workload':<58} {'engine':<18} {'seconds':>8} {'speed-up':>9}")
+    rows = []
     for result in results:
         seconds: dict[str, float] = result["seconds"]  # type: ignore[assignment]
         base = seconds["--workers 1"]
         for label, value in seconds.items():
-            print(f"{result['workload']:<58} {label:<18} {value:>8.2f} {base / value:>8.2f}x")
-        ratio = seconds["--cluster local:2"] / seconds["--workers 2"]
-        print(f"{'':<58} cluster / pool: {ratio:.2f} (target at most 1.15); byte-identical: "
-              f"{result['identical']}")  # fmt: skip
+            rows.append((result["workload"], label, f"{value:.2f}", ratio(base, value)))
+    print(table(rows, ("workload", "engine", "seconds", "speed-up"), left=2))
+    for result in results:
+        seconds = result["seconds"]  # type: ignore[assignment]
+        print(f"{result['workload']}: cluster / pool: "
+              f"{seconds['--cluster local:2'] / seconds['--workers 2']:.2f} (target at most 1.15); "
+              f"byte-identical: {result['identical']}")  # fmt: skip
     slide = results[-1]
     per_shard = slide["seconds"]["--workers 1"] / slide["shards"]  # type: ignore[index]
     print(f"\nestimate: {per_shard:.2f} s per shard of the slide workload on one core here; 2,000 "
           f"slides x {slide['shards']} shards on 100 nodes of 16 cores: "
           f"{2000 * slide['shards'] * per_shard / (100 * 16) / 60:.1f} minutes, if the shared "
           f"file system keeps up")  # fmt: skip
+
+
+def run(quick: bool, repeats: int) -> list[dict[str, object]]:
+    """Both workloads measured and reported; the figures ``--json`` writes."""
+    results = [measure(name, params, repeats) for name, params in workloads(quick)]
+    report(results)
+    return results
 
 
 def main() -> None:
@@ -119,10 +125,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    results = [measure(name, params, args.repeats) for name, params in workloads(args.quick)]
-    report(results)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    benchmark(lambda: run(args.quick, args.repeats), args.json)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from _harness import benchmark, folder_bytes, ratio, run_fresh, table, timed
 from patchpack.dataset.extract import extract
 from patchpack.dataset.io import file_sha256
 from patchpack.dataset.plan import cut_shards, plan_images, split_counts
@@ -59,20 +59,11 @@ def jobs(params: Params, staging: Path) -> tuple[list[str], list[Job]]:
 
 
 def write_pngs(params: Params, out: Path) -> int:
+    """End to end: each shard job's patches cut, then saved one PNG file per patch."""
     class_names, all_jobs = jobs(params, out)
-    written = 0
-    for job in all_jobs:
-        data = build_shard(job)
-        for row in range(len(data)):
-            folder = out / job.spec.split / class_names[int(data.labels[row])]
-            folder.mkdir(parents=True, exist_ok=True)
-            stem = data.source_of(row).replace("/", "_")
-            patch = data.images[row]
-            Image.fromarray(patch[:, :, 0] if patch.shape[2] == 1 else patch).save(
-                folder / f"{stem}_{int(data.patch_index[row]):06d}.png"
-            )
-            written += 1
-    return written
+    return sum(
+        store_pngs([(job.spec.split, build_shard(job))], class_names, out) for job in all_jobs
+    )
 
 
 def write_npz(params: Params, out: Path) -> int:
@@ -130,48 +121,85 @@ def store_npz(parts: list[tuple[str, ShardData]], out: Path) -> int:
     return sum(len(data) for _, data in parts)
 
 
-def folder_bytes(folder: Path) -> tuple[int, int]:
-    """(sum of file sizes, bytes the file system allocates for them)."""
-    files = [path.stat() for path in folder.rglob("*") if path.is_file()]
-    return sum(f.st_size for f in files), sum(f.st_blocks * 512 for f in files)
+Row = tuple[str, float, int, int, int]  # label, seconds, patches, bytes, allocated bytes
 
 
-def timed(label: str, func, out: Path) -> tuple[str, float, int, tuple[int, int]]:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
-    count = func(out)
-    seconds = time.perf_counter() - start
-    return label, seconds, count, folder_bytes(out)
+def measured(label: str, func: Callable[[Path], int], out: Path) -> Row:
+    """Time ``func(out)`` (it returns the patches written), then size what it wrote."""
+    count, seconds = timed(lambda: func(out))
+    size = folder_bytes(out)
+    return label, seconds, count, size.bytes, size.allocated
 
 
-def report(rows: list[tuple[str, float, int, tuple[int, int]]]) -> None:
-    _, png_seconds, png_count, (png_bytes, png_alloc) = rows[1]
-    print(
-        f"{'format':<26}{'patches/s':>11}{'speed':>8}{'bytes/patch':>13}{'size':>7}"
-        f"{'allocated/patch':>17}{'size':>7}"
-    )
-    for label, seconds, count, (size, alloc) in rows:
-        speed = (count / seconds) / (png_count / png_seconds)
-        ratio = (size / count) / (png_bytes / png_count)
-        alloc_ratio = (alloc / count) / (png_alloc / png_count)
-        print(
-            f"{label:<26}{count / seconds:>11,.0f}{speed:>7.1f}x{size / count:>13,.0f}"
-            f"{ratio:>6.2f}x{alloc / count:>17,.0f}{alloc_ratio:>6.2f}x"
+def report(rows: list[Row]) -> None:
+    _, png_seconds, png_count, png_bytes, png_alloc = rows[1]
+    lines = [
+        (
+            label,
+            f"{count / seconds:,.0f}",
+            ratio(count / seconds, png_count / png_seconds, 1),
+            f"{size / count:,.0f}",
+            ratio(size / count, png_bytes / png_count),
+            f"{alloc / count:,.0f}",
+            ratio(alloc / count, png_alloc / png_count),
         )
+        for label, seconds, count, size, alloc in rows
+    ]
+    headers = ("format", "patches/s", "speed", "bytes/patch", "size", "allocated/patch", "size")
+    print(table(lines, headers))
 
 
 def peak_rss_mb(source: Path, per_image: int, out: Path) -> float:
-    """Peak resident memory of a fresh process that extracts ``per_image`` patches per image."""
+    """Peak resident memory (MiB) of a fresh process that extracts ``per_image`` patches per image."""
     code = (
-        "import resource, sys; from pathlib import Path;"
-        "sys.path.insert(0, 'benchmarks'); from bench_extract import demo_params;"
+        f"import sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).parent)!r});"
+        "from bench_extract import demo_params;"
         "from patchpack.dataset.extract import extract;"
-        f"extract(demo_params(Path({str(source)!r}), {per_image}), out=Path({str(out)!r}));"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        f"extract(demo_params(Path({str(source)!r}), {per_image}), out=Path({str(out)!r}))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    return run_fresh([sys.executable, "-c", code]).peak_rss_bytes / 2**20
+
+
+def measure(root: Path, per_image: int, workers: int) -> None:
+    """Both tables and the peak memory, from the demo photographs exported into ``root``."""
+    source = root / "demo"
+    export_demo(source)
+    params = demo_params(source, per_image)
+    rows = [
+        measured(
+            "patchpack (zstd HDF5)",
+            lambda out: sum(e.patches for e in extract(params, out=out, workers=workers).shards),
+            root / "shards",
+        ),
+        measured("PNG file per patch", lambda out: write_pngs(params, out), root / "png"),
+        measured("numpy .npz (compressed)", lambda out: write_npz(params, out), root / "npz"),
+    ]
+    print(
+        f"demo: {len(list(source.rglob('*.*')))} photographs, {per_image} patches each, "
+        f"{params.extract.patch_size}x{params.extract.patch_size}x{params.source.channels}"
     )
-    return int(result.stdout.strip()) / 1024
+    print("\nend to end (decode photographs, cut patches, store):")
+    report(rows)
+    class_names, all_jobs = jobs(params, root)
+    parts = [(job.spec.split, build_shard(job)) for job in all_jobs]
+    stored = [
+        measured(
+            "patchpack (zstd HDF5)", lambda out: store_shards(parts, params, out), root / "s-shards"
+        ),
+        measured(
+            "PNG file per patch", lambda out: store_pngs(parts, class_names, out), root / "s-png"
+        ),
+        measured("numpy .npz (compressed)", lambda out: store_npz(parts, out), root / "s-npz"),
+    ]
+    print("\nstorage only (the same patches already in memory):")
+    report(stored)
+    print("(speed and size are ratios against the PNG baseline, measured in this run)")
+    small = peak_rss_mb(source, per_image // 4, root / "rss-small")
+    large = peak_rss_mb(source, per_image, root / "rss-large")
+    print(
+        f"peak RSS of extract: {small:.0f} MB at {per_image // 4} patches/image, "
+        f"{large:.0f} MB at {per_image} (ratio {large / small:.2f} for 4x the data)"
+    )
 
 
 def main() -> None:
@@ -181,50 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
-        source = root / "demo"
-        export_demo(source)
-        params = demo_params(source, args.per_image)
-        rows = [
-            timed(
-                "patchpack (zstd HDF5)",
-                lambda out: sum(
-                    e.patches for e in extract(params, out=out, workers=args.workers).shards
-                ),
-                root / "shards",
-            ),
-            timed("PNG file per patch", lambda out: write_pngs(params, out), root / "png"),
-            timed("numpy .npz (compressed)", lambda out: write_npz(params, out), root / "npz"),
-        ]
-        print(
-            f"demo: {len(list(source.rglob('*.*')))} photographs, {args.per_image} patches each, "
-            f"{params.extract.patch_size}x{params.extract.patch_size}x{params.source.channels}"
-        )
-        print("\nend to end (decode photographs, cut patches, store):")
-        report(rows)
-        class_names, all_jobs = jobs(params, root)
-        parts = [(job.spec.split, build_shard(job)) for job in all_jobs]
-        stored = [
-            timed(
-                "patchpack (zstd HDF5)",
-                lambda out: store_shards(parts, params, out),
-                root / "s-shards",
-            ),
-            timed(
-                "PNG file per patch",
-                lambda out: store_pngs(parts, class_names, out),
-                root / "s-png",
-            ),
-            timed("numpy .npz (compressed)", lambda out: store_npz(parts, out), root / "s-npz"),
-        ]
-        print("\nstorage only (the same patches already in memory):")
-        report(stored)
-        print("(speed and size are ratios against the PNG baseline, measured in this run)")
-        small = peak_rss_mb(source, args.per_image // 4, root / "rss-small")
-        large = peak_rss_mb(source, args.per_image, root / "rss-large")
-        print(
-            f"peak RSS of extract: {small:.0f} MB at {args.per_image // 4} patches/image, "
-            f"{large:.0f} MB at {args.per_image} (ratio {large / small:.2f} for 4x the data)"
-        )
+        benchmark(lambda: measure(root, args.per_image, args.workers))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

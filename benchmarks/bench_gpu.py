@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import functools
 import os
 import platform
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,10 @@ from patchpack.training.keras_adapter import ShardSequence
 from patchpack.training.loader import BatchOptions, open_dataset
 from patchpack.training.models import build_model
 from patchpack.training.train import TrainingSpeed, train_model
+
+# tests/test_backends.py runs this file with runpy.run_path, which leaves its folder off sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import interleaved, session, table, timed, write_json
 
 MODELS = ("cnn", "resnet50")
 POLICIES = ("float32", "mixed_float16")
@@ -97,7 +100,6 @@ SMOKE_SIZES = Sizes(
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sizes = SMOKE_SIZES if args.smoke else GPU_SIZES
-    started = time.perf_counter()
     if not args.smoke and not (Path(args.data) / "manifest.json").is_file():
         print(
             f"{args.data}: no dataset here; run `dvc pull` or `dvc repro extract` first, "
@@ -105,6 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    with session():
+        report, seconds = timed(lambda: measure(args, sizes))
+        report["seconds"] = round(seconds, 1)
+        report["tensorflow_imported"] = "tensorflow" in sys.modules
+        write_json(Path(args.out), report)
+        print(render(report))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def measure(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
+    """The throughput matrix and the short training runs, on ``--data`` or a smoke dataset."""
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         data = smoke_dataset(Path(tmp)) if args.smoke else Path(args.data)
         report: dict[str, Any] = {"environment": environment(), "smoke": args.smoke}
@@ -117,14 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["training"] = [
             short_run(data, Path(tmp) / "runs", model, sizes=sizes) for model in args.models
         ]
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    report["tensorflow_imported"] = "tensorflow" in sys.modules
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    print(render(report))
-    print(f"wrote {out}")
-    return 0
+    return report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -209,7 +216,6 @@ def throughput(
     batch_size = DEFAULT_MODELS[model_name].batch_size
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
-    best = {"shards": 0.0, "memory": 0.0}
     try:
         with open_dataset(data) as dataset:
             split = dataset.split("train")
@@ -229,15 +235,19 @@ def throughput(
             }
             # One untimed epoch compiles the step for every batch shape (a shorter last batch too).
             model.fit(sources["memory"], epochs=1, shuffle=False, verbose=0)
-            for _ in range(sizes.rounds):
-                for name, source in sources.items():
-                    speed = TrainingSpeed(len(split), batch_size)
-                    model.fit(
-                        source, epochs=sizes.epochs, shuffle=False, callbacks=[speed], verbose=0
-                    )
-                    best[name] = max(best[name], speed.patches_per_second())
+
+            def speed_of(source: keras.utils.PyDataset) -> float:
+                speed = TrainingSpeed(len(split), batch_size)
+                model.fit(source, epochs=sizes.epochs, shuffle=False, callbacks=[speed], verbose=0)
+                return speed.patches_per_second()
+
+            speeds = interleaved(
+                {name: functools.partial(speed_of, source) for name, source in sources.items()},
+                sizes.rounds,
+            )
     finally:
         keras.mixed_precision.set_global_policy(previous)
+    best = {name: max(0.0, *values) for name, values in speeds.items()}
     ratio = best["shards"] / best["memory"] if best["memory"] else 0.0
     return {
         "model": model_name,
@@ -267,20 +277,12 @@ def short_run(data: Path, work: Path, model_name: str, *, sizes: Sizes) -> dict[
             }
         }
     )
-    started = time.perf_counter()
-    trained = train_model(
-        params,
-        model_name,
-        data=data,
-        models_dir=work / "models",
-        live_dir=work / "live" / model_name,
-    )
-    scored = evaluate_model(
-        params,
-        model_name,
-        data=data,
-        models_dir=work / "models",
-        out_dir=work / "eval" / model_name,
+    paths = {"data": data, "models_dir": work / "models"}
+    (trained, scored), seconds = timed(
+        lambda: (
+            train_model(params, model_name, **paths, live_dir=work / "live" / model_name),
+            evaluate_model(params, model_name, **paths, out_dir=work / "eval" / model_name),
+        )
     )
     return {
         "model": model_name,
@@ -289,38 +291,46 @@ def short_run(data: Path, work: Path, model_name: str, *, sizes: Sizes) -> dict[
         "test_accuracy": round(scored["accuracy"], 4),
         "train_patches_per_s": trained["train_patches_per_s"],
         "inference_patches_per_s": scored["inference_patches_per_s"],
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
     }
 
 
 def render(report: dict[str, Any]) -> str:
     """The report as two plain-text tables."""
     env = report["environment"]
-    lines = [
-        f"{env['device_name']} ({env['device']}), Keras {env['keras_version']}, "
-        f"{env['backend']} {env['backend_version']}" + ("  [smoke]" if report["smoke"] else ""),
-        "",
-        f"{'model':<10}{'policy':<15}{'jit':<7}{'shards p/s':>12}{'memory p/s':>12}{'ratio':>8}",
-    ]
-    for row in report["throughput"]:
-        mark = "" if row["meets_target"] else f"  (below {TARGET_RATIO})"
-        lines.append(
-            f"{row['model']:<10}{row['policy']:<15}{row['jit_compile']!s:<7}"
-            f"{row['shards_patches_per_s']:>12,.1f}{row['memory_patches_per_s']:>12,.1f}"
-            f"{row['ratio']:>8.2f}{mark}"
+    speeds = [
+        (
+            row["model"],
+            row["policy"],
+            row["jit_compile"],
+            f"{row['shards_patches_per_s']:,.1f}",
+            f"{row['memory_patches_per_s']:,.1f}",
+            f"{row['ratio']:.2f}" + ("" if row["meets_target"] else f"  (below {TARGET_RATIO})"),
         )
-    lines += [
-        "",
-        f"{'model':<10}{'epochs':>7}{'test acc':>10}{'train p/s':>12}{'infer p/s':>12}{'seconds':>9}",
+        for row in report["throughput"]
     ]
-    for row in report["training"]:
-        lines.append(
-            f"{row['model']:<10}{row['epochs']:>7}{row['test_accuracy']:>10.3f}"
-            f"{row['train_patches_per_s']:>12,.1f}{row['inference_patches_per_s']:>12,.1f}"
-            f"{row['seconds']:>9.1f}"
+    runs = [
+        (
+            row["model"],
+            row["epochs"],
+            f"{row['test_accuracy']:.3f}",
+            f"{row['train_patches_per_s']:,.1f}",
+            f"{row['inference_patches_per_s']:,.1f}",
+            f"{row['seconds']:.1f}",
         )
-    lines.append(f"\ntotal {report['seconds']:.0f} s")
-    return "\n".join(lines)
+        for row in report["training"]
+    ]
+    return "\n".join(
+        [
+            f"{env['device_name']} ({env['device']}), Keras {env['keras_version']}, "
+            f"{env['backend']} {env['backend_version']}" + ("  [smoke]" if report["smoke"] else ""),
+            "",
+            table(speeds, ("model", "policy", "jit", "shards p/s", "memory p/s", "ratio"), left=3),
+            "",
+            table(runs, ("model", "epochs", "test acc", "train p/s", "infer p/s", "seconds")),
+            f"\ntotal {report['seconds']:.0f} s",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/bench_labels.py [--quick] [--repeats N] [--json out.json]``
 
 The demo slide (``patchpack sources --slide``) is extracted with the same sampling (random 128x128
-tissue patches at 0.5 µm/px, region splits) three ways, in fresh processes, in one run:
+tissue patches at 0.5 µm/px, region splits) three ways, in fresh processes taking turns, in one run:
 
 * ``folder``: every patch takes the slide's class folder (the baseline);
 * ``annotations``: each patch takes the class of the region under its centre, from a GeoJSON
@@ -19,11 +19,10 @@ It prints seconds, patches per second and the ratio to ``folder`` (target: annot
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -32,17 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".bench" / "labels"
 sys.path.insert(0, str(ROOT / "src"))
 
+from _harness import benchmark, interleaved, patchpack, ratio, table  # noqa: E402
 from patchpack.dataset.demo_slide import demo_regions  # noqa: E402
 from patchpack.dataset.sources import DEMO_CLASSES  # noqa: E402
-
-
-def patchpack(*args: str, cwd: Path) -> float:
-    """Run ``patchpack ARGS`` in a fresh process; return its wall time in seconds."""
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "patchpack.cli", *args], cwd=cwd, check=True, capture_output=True
-    )
-    return time.perf_counter() - started
 
 
 def tiled_geojson(side: int, rows: int, cols: int) -> dict[str, object]:
@@ -115,18 +106,69 @@ def params(slide: Path, patches: int, labels: Path | None, targets: bool) -> dic
     return raw
 
 
-def run(name: str, raw: dict[str, object], repeats: int) -> tuple[float, str]:
-    """Fastest of ``repeats`` extractions (fresh process each) and the dataset's fingerprint."""
-    folder = WORK / name.replace(" ", "-").replace("+", "")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
-    times = []
-    for _ in range(repeats):
-        shutil.rmtree(folder / "out", ignore_errors=True)
-        times.append(patchpack("extract", "--out", "out", cwd=folder))
-    manifest = json.loads((folder / "out" / "manifest.json").read_text())
-    return min(times), manifest["fingerprint"]
+def folder_of(name: str) -> Path:
+    """The working folder of one variant (its params.yaml and its dataset ``out``)."""
+    return WORK / name.replace(" ", "-").replace("+", "")
+
+
+def extract(name: str) -> float:
+    """One extraction of a variant in a fresh process, into an empty ``out``; its seconds."""
+    folder = folder_of(name)
+    shutil.rmtree(folder / "out", ignore_errors=True)
+    return patchpack("extract", "--out", "out", cwd=folder).seconds
+
+
+Figures = tuple[dict[str, float], dict[str, str]]  # seconds and fingerprint per variant
+
+
+def run(variants: dict[str, dict[str, object]], repeats: int) -> Figures:
+    """Fastest of ``repeats`` extractions of each variant (in turns) and each dataset's fingerprint."""
+    for name, raw in variants.items():
+        folder = folder_of(name)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+    times = interleaved({name: functools.partial(extract, name) for name in variants}, repeats)
+    prints = {
+        name: json.loads((folder_of(name) / "out" / "manifest.json").read_text())["fingerprint"]
+        for name in variants
+    }
+    return {name: min(values) for name, values in times.items()}, prints
+
+
+def measure(quick: bool, repeats: int) -> dict[str, object]:
+    """Run the four variants, print the table; return the figures ``--json`` writes."""
+    side, patches = (4096, 400) if quick else (20480, 2000)
+    slide, squares, tiled, polygons = setup(side, 25, 50)
+    variants = {
+        "folder": params(slide, patches, None, False),
+        "annotations": params(slide, patches, tiled, False),
+        "annotations + masks": params(slide, patches, tiled, True),
+        "8 squares": params(slide, patches, squares, False),
+    }
+    seconds, prints = run(variants, repeats)
+    base = seconds["folder"]
+    print(
+        f"demo slide {side} x {side}, {patches:,} random 128x128 tissue patches at 0.5 µm/px; "
+        f"annotations: {polygons:,} polygons"
+    )
+    rows = [
+        (name, f"{seconds[name]:.2f}", f"{patches / seconds[name]:.1f}", ratio(base, seconds[name]))
+        for name in ("folder", "annotations", "annotations + masks")
+    ]
+    print(table(rows, ("labels from", "seconds", "patches/s", "vs folder")))
+    same = prints["annotations"] == prints["8 squares"]
+    print(
+        f"annotations / folder: {ratio(base, seconds['annotations'])} (target at least 0.5x); "
+        f"{polygons:,} polygons label every patch as the 8 squares they tile: {same}"
+    )
+    return {
+        "side": side,
+        "patches": patches,
+        "polygons": polygons,
+        "seconds": seconds,
+        "same_as_squares": same,
+    }
 
 
 def main() -> None:
@@ -137,47 +179,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per variant (default 2)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    side, patches = (4096, 400) if args.quick else (20480, 2000)
-    slide, squares, tiled, polygons = setup(side, 25, 50)
-    variants = [
-        ("folder", params(slide, patches, None, False)),
-        ("annotations", params(slide, patches, tiled, False)),
-        ("annotations + masks", params(slide, patches, tiled, True)),
-        ("8 squares", params(slide, patches, squares, False)),
-    ]
-    seconds, prints = {}, {}
-    for name, raw in variants:
-        seconds[name], prints[name] = run(name, raw, args.repeats)
-    base = seconds["folder"]
-    print(
-        f"demo slide {side} x {side}, {patches:,} random 128x128 tissue patches at 0.5 µm/px; "
-        f"annotations: {polygons:,} polygons"
-    )
-    print(f"{'labels from':<22} {'seconds':>8} {'patches/s':>10} {'vs folder':>10}")
-    for name in ("folder", "annotations", "annotations + masks"):
-        print(
-            f"{name:<22} {seconds[name]:>8.2f} {patches / seconds[name]:>10.1f} "
-            f"{base / seconds[name]:>9.2f}x"
-        )
-    same = prints["annotations"] == prints["8 squares"]
-    print(
-        f"annotations / folder: {base / seconds['annotations']:.2f}x (target at least 0.5x); "
-        f"{polygons:,} polygons label every patch as the 8 squares they tile: {same}"
-    )
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "side": side,
-                    "patches": patches,
-                    "polygons": polygons,
-                    "seconds": seconds,
-                    "same_as_squares": same,
-                },
-                indent=1,
-            )
-            + "\n"
-        )
+    benchmark(lambda: measure(args.quick, args.repeats), args.json)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _harness import benchmark, ratio, table, timed
 from patchpack.dataset.io import manifest_json
 from patchpack.dataset.manifest import Manifest, ShardEntry, SplitCount
 from patchpack.dataset.shards import FORMAT_VERSION, ShardData, shard_name, write_shard
@@ -92,28 +92,21 @@ def rate(batches: Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]], epoc
     """Batches per second over ``epochs`` epochs, after one warm-up epoch (page cache, threads)."""
     for _ in batches(-1):
         pass
-    count = 0
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        for images, labels in batches(epoch):
-            count += 1
-            assert images.dtype == np.uint8 and labels.dtype == np.int32
-    return count / (time.perf_counter() - started)
+
+    def count() -> int:
+        counted = 0
+        for epoch in range(epochs):
+            for images, labels in batches(epoch):
+                counted += 1
+                assert images.dtype == np.uint8 and labels.dtype == np.int32
+        return counted
+
+    counted, seconds = timed(count)
+    return counted / seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="an extracted dataset (default: synthetic)")
-    parser.add_argument(
-        "--patches", type=int, default=8192, help="synthetic patches (default 8192)"
-    )
-    parser.add_argument("--patch-size", type=int, default=32)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per reader")
-    args = parser.parse_args(argv)
-
+def measure(args: argparse.Namespace) -> None:
+    """Write the PNG copy, time the three readers, print the table."""
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         root = Path(tmp)
         data = args.data or synthetic_dataset(
@@ -171,11 +164,25 @@ def main(argv: list[str] | None = None) -> int:
 
     shape = "x".join(map(str, memory_images.shape[1:]))
     print(f"{n} patches of {shape}, batch {bs}, {args.workers} reader threads, source {data}")
-    print(f"  shards     {shards:10.1f} batches/s")
-    print(f"  PNG files  {png:10.1f} batches/s")
-    print(f"  in memory  {memory:10.1f} batches/s")
-    print(f"shards / PNG files = {shards / png:.1f}x (target >= 30x)")
-    print(f"shards / in memory = {shards / memory:.2f}x (target >= 0.5x)")
+    readers = (("shards", shards), ("PNG files", png), ("in memory", memory))
+    print(table([(name, f"{speed:.1f}") for name, speed in readers], ("reader", "batches/s")))
+    print(f"shards / PNG files = {ratio(shards, png, 1)} (target >= 30x)")
+    print(f"shards / in memory = {ratio(shards, memory)} (target >= 0.5x)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="an extracted dataset (default: synthetic)")
+    parser.add_argument(
+        "--patches", type=int, default=8192, help="synthetic patches (default 8192)"
+    )
+    parser.add_argument("--patch-size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per reader")
+    args = parser.parse_args(argv)
+    benchmark(lambda: measure(args))
     return 0
 
 

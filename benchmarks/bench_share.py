@@ -19,18 +19,17 @@ again, pushes, and counts the shards whose sha256 is new and the objects and byt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 from PIL import Image
+
+from _harness import benchmark, folder_bytes, patchpack, ratio, run_fresh, table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -40,27 +39,17 @@ from patchpack.dataset.shards import read_shard  # noqa: E402
 from support.s3server import MotoS3, moto_server, subprocess_env  # noqa: E402  (a test helper, found via sys.path)
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str]) -> float:
-    """Run a command; return its wall time in seconds."""
-    start = time.perf_counter()
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed in {cwd}:\n{proc.stdout}\n{proc.stderr}")
-    return elapsed
-
-
 def extract_into(work: Path, out: Path, env: dict[str, str]) -> None:
     """Run the extract stage on ``work/demo`` with ``work/params.yaml``, into ``out``."""
-    command = ["patchpack", "extract", "--params", "params.yaml", "--source", str(work / "demo")]
-    run([*command, "--out", str(out)], work, env)
+    options = ["--params", "params.yaml", "--source", str(work / "demo"), "--out", str(out)]
+    patchpack("extract", *options, cwd=work, env=env)
 
 
 def extract_demo(work: Path, env: dict[str, str], per_image: int) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["extract"]["per_image"] = per_image
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["patchpack", "sources", "--out", str(work / "demo")], work, env)
+    patchpack("sources", "--out", str(work / "demo"), cwd=work, env=env)
     out = work / "patches"
     extract_into(work, out, env)
     return out
@@ -90,23 +79,19 @@ def share(
     owner = work / f"{name}-owner"
     owner.mkdir()
     for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        run(args, owner, env)
+        run_fresh(args, owner, env)
     shutil.copytree(folder, owner / "data")
-    run(["dvc", "add", "data"], owner, env)
-    run(
-        ["patchpack", "remote", "s3", f"s3://{bucket}/{name}", "--endpoint-url", endpoint],
-        owner,
-        env,
-    )
-    push = run(["dvc", "push"], owner, env)
-    run(["git", "add", "-A"], owner, env)
-    run(["git", "commit", "-q", "-m", name], owner, env)
+    run_fresh(["dvc", "add", "data"], owner, env)
+    remote = ["s3", f"s3://{bucket}/{name}", "--endpoint-url", endpoint]
+    patchpack("remote", *remote, cwd=owner, env=env)
+    push = run_fresh(["dvc", "push"], owner, env).seconds
+    run_fresh(["git", "add", "-A"], owner, env)
+    run_fresh(["git", "commit", "-q", "-m", name], owner, env)
     partner = work / f"{name}-partner"
-    run(["git", "clone", "-q", str(owner), str(partner)], work, env)
-    pull = run(["dvc", "pull"], partner, env)
-    files = sum(1 for p in (partner / "data").rglob("*") if p.is_file())
-    size = sum(p.stat().st_size for p in (partner / "data").rglob("*") if p.is_file())
-    return {"push_s": push, "pull_s": pull, "files": files, "bytes": size}
+    run_fresh(["git", "clone", "-q", str(owner), str(partner)], work, env)
+    pull = run_fresh(["dvc", "pull"], partner, env).seconds
+    pulled = folder_bytes(partner / "data")
+    return {"push_s": push, "pull_s": pull, "files": pulled.files, "bytes": pulled.bytes}
 
 
 def add_one_image(
@@ -121,8 +106,8 @@ def add_one_image(
             source.with_name("brick-mirrored.png")
         )
     extract_into(work, owner / "data", env)
-    run(["dvc", "add", "data"], owner, env)
-    push = run(["dvc", "push"], owner, env)
+    run_fresh(["dvc", "add", "data"], owner, env)
+    push = run_fresh(["dvc", "push"], owner, env).seconds
     after_shards = {s.sha256 for s in load_manifest(owner / "data").shards}
     after = server.objects(bucket, "shards/")
     uploaded = {key: size for key, size in after.items() if key not in before}
@@ -135,6 +120,61 @@ def add_one_image(
         "bytes_total": sum(size for key, size in after.items() if not key.endswith(".dir")),
         "push_s": push,
     }
+
+
+def measure(data: Path | None, per_image: int) -> dict[str, object]:
+    """Share the dataset both ways (extracting the demo without ``data``); print and return the figures."""
+    server = moto_server()
+    bucket = "patchpack-bench"
+    server.create_bucket(bucket)
+    with tempfile.TemporaryDirectory(prefix="bench-share-") as tmp:
+        work = Path(tmp)
+        env = subprocess_env(work / "home")
+        env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "bench"
+        dataset = data.resolve() if data else extract_demo(work, env, per_image)
+        pngs = work / "pngs"
+        patches = write_pngs(dataset, pngs)
+        shards = share("shards", dataset, work, env, server.endpoint, bucket)
+        per_patch = share("pngs", pngs, work, env, server.endpoint, bucket)
+        delta = None if data else add_one_image(work, work / "shards-owner", env, server, bucket)
+
+    total_shards = shards["push_s"] + shards["pull_s"]
+    total_pngs = per_patch["push_s"] + per_patch["pull_s"]
+    figures = {
+        "patches": patches,
+        "shards": shards,
+        "pngs": per_patch,
+        "ratio_push": per_patch["push_s"] / shards["push_s"],
+        "ratio_pull": per_patch["pull_s"] / shards["pull_s"],
+        "ratio_total": total_pngs / total_shards,
+        "cpus": os.cpu_count(),
+        "add_one_image": delta,
+    }
+    print(f"{patches} patches, loopback S3 (moto), {os.cpu_count()} CPUs")
+    rows = [
+        (
+            label,
+            row["files"],
+            f"{row['bytes'] / 1e6:.2f}",
+            f"{row['push_s']:.2f}",
+            f"{row['pull_s']:.2f}",
+            f"{row['push_s'] + row['pull_s']:.2f}",
+        )
+        for label, row in (("shards", shards), ("pngs", per_patch))
+    ]
+    print(table(rows, ("layout", "files", "MB", "push s", "pull s", "total s")))
+    print(
+        f"shards are {ratio(total_pngs, total_shards, 1)} faster to share "
+        f"(push {ratio(per_patch['push_s'], shards['push_s'], 1)}, "
+        f"pull {ratio(per_patch['pull_s'], shards['pull_s'], 1)})"
+    )
+    if delta is not None:
+        print(
+            f"adding one image: {delta['shards_new']} of {delta['shards_after']} shards new, "
+            f"dvc push uploaded {delta['objects_uploaded']} objects, {delta['bytes_uploaded'] / 1e6:.2f} "
+            f"of {delta['bytes_total'] / 1e6:.2f} MB ({100 * delta['bytes_uploaded'] / delta['bytes_total']:.0f}%)"
+        )
+    return figures
 
 
 def main() -> None:
@@ -152,54 +192,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
-
-    server = moto_server()
-    bucket = "patchpack-bench"
-    server.create_bucket(bucket)
-    with tempfile.TemporaryDirectory(prefix="bench-share-") as tmp:
-        work = Path(tmp)
-        env = subprocess_env(work / "home")
-        env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "bench"
-        dataset = args.data.resolve() if args.data else extract_demo(work, env, args.per_image)
-        pngs = work / "pngs"
-        patches = write_pngs(dataset, pngs)
-        shards = share("shards", dataset, work, env, server.endpoint, bucket)
-        per_patch = share("pngs", pngs, work, env, server.endpoint, bucket)
-        delta = (
-            None if args.data else add_one_image(work, work / "shards-owner", env, server, bucket)
-        )
-
-    total_shards = shards["push_s"] + shards["pull_s"]
-    total_pngs = per_patch["push_s"] + per_patch["pull_s"]
-    figures = {
-        "patches": patches,
-        "shards": shards,
-        "pngs": per_patch,
-        "ratio_push": per_patch["push_s"] / shards["push_s"],
-        "ratio_pull": per_patch["pull_s"] / shards["pull_s"],
-        "ratio_total": total_pngs / total_shards,
-        "cpus": os.cpu_count(),
-        "add_one_image": delta,
-    }
-    print(f"{patches} patches, loopback S3 (moto), {os.cpu_count()} CPUs")
-    print(f"{'layout':<8} {'files':>7} {'MB':>8} {'push s':>8} {'pull s':>8} {'total s':>8}")
-    for label, row in (("shards", shards), ("pngs", per_patch)):
-        print(
-            f"{label:<8} {row['files']:>7} {row['bytes'] / 1e6:>8.2f} {row['push_s']:>8.2f} "
-            f"{row['pull_s']:>8.2f} {row['push_s'] + row['pull_s']:>8.2f}"
-        )
-    print(
-        f"shards are {figures['ratio_total']:.1f}x faster to share "
-        f"(push {figures['ratio_push']:.1f}x, pull {figures['ratio_pull']:.1f}x)"
-    )
-    if delta is not None:
-        print(
-            f"adding one image: {delta['shards_new']} of {delta['shards_after']} shards new, "
-            f"dvc push uploaded {delta['objects_uploaded']} objects, {delta['bytes_uploaded'] / 1e6:.2f} "
-            f"of {delta['bytes_total'] / 1e6:.2f} MB ({100 * delta['bytes_uploaded'] / delta['bytes_total']:.0f}%)"
-        )
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+    benchmark(lambda: measure(args.data, args.per_image), args.json)
 
 
 if __name__ == "__main__":

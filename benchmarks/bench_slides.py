@@ -45,14 +45,14 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+
+from _harness import folder_bytes, ratio, run_fresh, session, table, timed, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench"
@@ -85,15 +85,6 @@ FULL = Sizes(
 QUICK = Sizes(
     sides=(3072, 4096, 6144), memory_patches=40, compare_side=4096, compare_patches=20, repeats=1
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Child:
-    """A finished child process: what it printed, its wall time and its peak resident memory."""
-
-    stdout: str
-    seconds: float
-    peak_rss: int  # bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,42 +128,6 @@ class ToolRow:
         return self.patches / (self.seconds - self.mask_seconds)
 
 
-def run_child(command: list[str]) -> Child:
-    """Run ``command`` in the repository root; return its output, wall time and peak RSS.
-
-    ``os.wait4`` gives the usage of this one child, where ``RUSAGE_CHILDREN`` would give the largest
-    peak of every child so far.
-
-    Parameters
-    ----------
-    command : list of str
-        The program and its arguments.
-
-    Returns
-    -------
-    Child
-        stdout, wall-clock seconds and ``ru_maxrss`` of that process, in bytes.
-
-    Raises
-    ------
-    RuntimeError
-        When the command exits with a non-zero status (its last lines of stderr are included).
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if process.returncode:
-        tail = "\n".join(stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"{' '.join(command[:3])} ... exited {process.returncode}:\n{tail}")
-    return Child(stdout, seconds, usage.ru_maxrss * 1024)
-
-
 def demo_slide(side: int) -> Path:
     """The source folder holding the ``side`` x ``side`` demo slide, written once into the cache.
 
@@ -209,12 +164,6 @@ def warm(path: Path) -> None:
     with path.open("rb") as handle:
         while handle.read(1 << 24):
             pass
-
-
-def folder_bytes(folder: Path) -> tuple[int, int]:
-    """(sum of file sizes, bytes the file system allocates for them) of every file under ``folder``."""
-    files = [path.stat() for path in folder.rglob("*") if path.is_file()]
-    return sum(f.st_size for f in files), sum(f.st_blocks * 512 for f in files)
 
 
 def write_params(folder: Path, source: Path, patches: int) -> Path:
@@ -284,11 +233,10 @@ def memory_row(source: Path, patches: int, work: Path, repeats: int) -> MemoryRo
         folder = Path(tempfile.mkdtemp(prefix=f"memory-{side}-{attempt}-", dir=work))
         params = write_params(folder, source, patches)
         warm(slide)
-        child = run_child(
-            [*patchpack_command(), "extract", "--params", str(params), "--out", str(folder / "out")]
-        )
-        peaks.append(child.peak_rss)
-        seconds.append(child.seconds)
+        options = ["--params", str(params), "--out", str(folder / "out")]
+        run = run_fresh([*patchpack_command(), "extract", *options], ROOT)
+        peaks.append(run.peak_rss_bytes)
+        seconds.append(run.seconds)
         shutil.rmtree(folder)
     return MemoryRow(
         side=side,
@@ -325,19 +273,20 @@ def timed_extract(params_path: str, out: str) -> None:
     from patchpack.params import load_params
 
     params = load_params(params_path)
-    start = time.perf_counter()
-    manifest = extract(params, out=Path(out))
-    seconds = time.perf_counter() - start
+    manifest, seconds = timed(lambda: extract(params, out=Path(out)))
     _, sources = catalog(params.source.dir, max_megapixels=params.source.max_megapixels)
-    start = time.perf_counter()
-    for source in sources:
-        mask_job(MaskJob(source, params.source.max_megapixels))
+
+    def masks() -> None:
+        for source in sources:
+            mask_job(MaskJob(source, params.source.max_megapixels))
+
+    _, mask_seconds = timed(masks)
     result = {
         "tool": "patchpack",
         "version": patchpack.__version__,
         "patches": sum(shard.patches for shard in manifest.shards),
         "seconds": seconds,
-        "mask_seconds": time.perf_counter() - start,
+        "mask_seconds": mask_seconds,
     }
     print(json.dumps(result))
 
@@ -395,15 +344,21 @@ def measure_tool(
     for attempt in range(repeats):
         out = Path(tempfile.mkdtemp(prefix=f"{label.split()[0]}-{attempt}-", dir=work)) / "out"
         warm(slide)
-        child = run_child(command_for(out))
-        result = json.loads(child.stdout.strip().splitlines()[-1])
+        run = run_fresh(command_for(out), ROOT)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
         if "skipped" in result:
             print(f"{label}: skipped ({result['skipped']})")
             return None
-        size, allocated = folder_bytes(out)
+        written = folder_bytes(out)
         shutil.rmtree(out.parent)
         runs.append(
-            ToolRow(label=label, bytes=size, allocated=allocated, peak_rss=child.peak_rss, **result)
+            ToolRow(
+                label=label,
+                bytes=written.bytes,
+                allocated=written.allocated,
+                peak_rss=run.peak_rss_bytes,
+                **result,
+            )
         )
     fastest = min(runs, key=lambda run: run.seconds)
     return dataclasses.replace(fastest, peak_rss=max(run.peak_rss for run in runs))
@@ -442,13 +397,18 @@ def compare(sizes: Sizes, args: argparse.Namespace, work: Path) -> list[ToolRow]
 
 def print_memory(rows: list[MemoryRow]) -> dict[str, float]:
     """Print the memory table; return the largest/smallest slide ratio and the highest/lowest one."""
-    print(f"{'slide':<16}{'pixels':>10}{'file':>10}{'seconds':>10}{'peak RSS':>11}{'ratio':>8}")
-    for row in rows:
-        print(
-            f"{f'{row.side} x {row.side}':<16}{row.pixels / MB:>7,.0f} MP"
-            f"{row.file_bytes / MB:>7.1f} MB{row.seconds:>10.1f}{row.peak_rss / MB:>8,.0f} MB"
-            f"{row.peak_rss / rows[0].peak_rss:>7.2f}x"
+    cells = [
+        (
+            f"{row.side} x {row.side}",
+            f"{row.pixels / MB:,.0f} MP",
+            f"{row.file_bytes / MB:.1f} MB",
+            f"{row.seconds:.1f}",
+            f"{row.peak_rss / MB:,.0f} MB",
+            ratio(row.peak_rss, rows[0].peak_rss),
         )
+        for row in rows
+    ]
+    print(table(cells, ("slide", "pixels", "file", "seconds", "peak RSS", "ratio")))
     peaks = [row.peak_rss for row in rows]
     ratios = {
         "largest_over_smallest": peaks[-1] / peaks[0],
@@ -462,11 +422,6 @@ def print_memory(rows: list[MemoryRow]) -> dict[str, float]:
     return ratios
 
 
-def ratio(value: float, base: float | None, width: int) -> str:
-    """``value / base`` as ``1.23x`` right-aligned in ``width`` characters, or ``-`` without a base."""
-    return f"{value / base:>{width - 1}.2f}x" if base else f"{'-':>{width}}"
-
-
 def print_compare(rows: list[ToolRow]) -> dict[str, float]:
     """Print the comparison table; return the ratios of patchpack to histolab (empty without both)."""
     base = next((row for row in rows if row.tool == "histolab"), None)
@@ -474,18 +429,27 @@ def print_compare(rows: list[ToolRow]) -> dict[str, float]:
     after = base.rate_after_mask if base else None
     size = base.bytes / base.patches if base else None
     alloc = base.allocated / base.patches if base else None
-    print(
-        f"{'tool':<28}{'patches':>8}{'patches/s':>11}{'speed':>8}{'w/o mask':>10}{'speed':>8}"
-        f"{'bytes/patch':>13}{'size':>7}{'alloc/patch':>13}{'size':>7}{'peak RSS':>11}"
-    )
+    cells = []
     for row in rows:
         per_patch, alloc_per_patch = row.bytes / row.patches, row.allocated / row.patches
-        print(
-            f"{row.label:<28}{row.patches:>8}{row.rate:>11,.1f}{ratio(row.rate, rate, 8)}"
-            f"{row.rate_after_mask:>10,.1f}{ratio(row.rate_after_mask, after, 8)}"
-            f"{per_patch:>13,.0f}{ratio(per_patch, size, 7)}"
-            f"{alloc_per_patch:>13,.0f}{ratio(alloc_per_patch, alloc, 7)}{row.peak_rss / MB:>8,.0f} MB"
+        cells.append(
+            (
+                row.label,
+                row.patches,
+                f"{row.rate:,.1f}",
+                ratio(row.rate, rate),
+                f"{row.rate_after_mask:,.1f}",
+                ratio(row.rate_after_mask, after),
+                f"{per_patch:,.0f}",
+                ratio(per_patch, size),
+                f"{alloc_per_patch:,.0f}",
+                ratio(alloc_per_patch, alloc),
+                f"{row.peak_rss / MB:,.0f} MB",
+            )
         )
+    headers = ("tool", "patches", "patches/s", "speed", "w/o mask", "speed", "bytes/patch", "size",
+               "alloc/patch", "size", "peak RSS")  # fmt: skip
+    print(table(cells, headers))
     print(
         "(speed and size are ratios against histolab, measured in this run; 'w/o mask' leaves out "
         "the slide-level tissue mask each tool computes once; "
@@ -552,7 +516,27 @@ def main() -> None:
     """Measure both tables, print them and, with ``--json``, write the measurements."""
     args = parse_args()
     sizes = chosen_sizes(args)
-    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    # Other processes on the machine slow every tool alike but add noise: say how busy it was.
+    with session() as load:
+        memory, memory_ratios, rows, compare_ratios = measure(sizes, args)
+    if args.json:
+        report = {
+            "sizes": dataclasses.asdict(sizes),
+            "memory": [dataclasses.asdict(row) for row in memory],
+            "memory_ratios": memory_ratios,
+            "compare": [dataclasses.asdict(row) for row in rows],
+            "compare_ratios": compare_ratios,
+            "seconds": load.seconds,
+            "load_average": [load.start_load, load.end_load],
+            "cpu_count": os.cpu_count(),
+        }
+        write_json(args.json, report)
+
+
+def measure(
+    sizes: Sizes, args: argparse.Namespace
+) -> tuple[list[MemoryRow], dict[str, float], list[ToolRow], dict[str, float]]:
+    """Both measurements and their tables: the memory rows and ratios, the tool rows and ratios."""
     CACHE.mkdir(exist_ok=True)
     sources = [demo_slide(side) for side in sizes.sides]
     with tempfile.TemporaryDirectory(prefix="bench-slides-", dir=CACHE) as scratch:
@@ -570,25 +554,7 @@ def main() -> None:
         f"{TISSUE:.0%} tissue) at level 0 of the {sizes.compare_side} x {sizes.compare_side} slide "
         f"(fastest of {sizes.repeats} runs)"
     )
-    compare_ratios = print_compare(rows)
-    total, load_after = time.perf_counter() - started, os.getloadavg()[0]
-    # Other processes on the machine slow every tool alike but add noise: say how busy it was.
-    print(
-        f"\nbenchmark took {total:.0f} s; load average {load_before:.1f} at the start, "
-        f"{load_after:.1f} at the end, on {os.cpu_count()} cores"
-    )
-    if args.json:
-        report = {
-            "sizes": dataclasses.asdict(sizes),
-            "memory": [dataclasses.asdict(row) for row in memory],
-            "memory_ratios": memory_ratios,
-            "compare": [dataclasses.asdict(row) for row in rows],
-            "compare_ratios": compare_ratios,
-            "seconds": total,
-            "load_average": [load_before, load_after],
-            "cpu_count": os.cpu_count(),
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return memory, memory_ratios, rows, print_compare(rows)
 
 
 if __name__ == "__main__":
