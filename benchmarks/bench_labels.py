@@ -89,7 +89,9 @@ def setup(side: int, rows: int, cols: int) -> tuple[Path, Path, Path, int]:
     return slide, squares, tiled, len(document["features"])  # type: ignore[arg-type]
 
 
-def params(slide: Path, patches: int, labels: Path | None, targets: bool) -> dict[str, object]:
+def params(
+    slide: Path, patches: int, labels: Path | None, targets: bool, block: int = 512
+) -> dict[str, object]:
     raw: dict[str, object] = {
         "source": {"dir": str(slide), "channels": 3, "mpp": 0.5},
         "extract": {
@@ -98,7 +100,7 @@ def params(slide: Path, patches: int, labels: Path | None, targets: bool) -> dic
             "roi": "tissue",
             "targets": "mask" if targets else "none",
         },
-        "split": {"block_size": 512},
+        "split": {"block_size": block},
         "shards": {"target_patches": 256, "chunk_patches": 16},
     }
     if labels is not None:
@@ -138,13 +140,14 @@ def run(variants: dict[str, dict[str, object]], repeats: int) -> Figures:
 
 def measure(quick: bool, repeats: int) -> dict[str, object]:
     """Run the four variants, print the table; return the figures ``--json`` writes."""
-    side, patches = (4096, 400) if quick else (20480, 2000)
+    # a smaller slide and blocks: each split still gets blocks of all eight regions
+    side, patches, block = (8192, 400, 256) if quick else (20480, 2000, 512)
     slide, squares, tiled, polygons = setup(side, 25, 50)
     variants = {
-        "folder": params(slide, patches, None, False),
-        "annotations": params(slide, patches, tiled, False),
-        "annotations + masks": params(slide, patches, tiled, True),
-        "8 squares": params(slide, patches, squares, False),
+        "folder": params(slide, patches, None, False, block),
+        "annotations": params(slide, patches, tiled, False, block),
+        "annotations + masks": params(slide, patches, tiled, True, block),
+        "8 squares": params(slide, patches, squares, False, block),
     }
     seconds, prints = run(variants, repeats)
     base = seconds["folder"]
@@ -174,7 +177,7 @@ def measure(quick: bool, repeats: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="a 4096 slide and 400 patches: a smoke run"
+        "--quick", action="store_true", help="an 8192 slide and 400 patches: a smoke run"
     )
     parser.add_argument("--repeats", type=int, default=2, help="runs per variant (default 2)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
