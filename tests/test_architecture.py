@@ -2,7 +2,8 @@
 
 Every ``import`` statement counts, including relative ones (resolved against the module's package)
 and those inside functions (a lazy import still couples two modules). Layers, lowest first: the
-entrance's own modules (errors, params, version), ``dataset``, ``audit``, then ``sharing`` and
+entrance's own modules (errors, params, version), ``engine`` (where the work runs and the output
+folder's life: any wing may use it, it uses none), ``dataset``, ``audit``, then ``sharing`` and
 ``training`` side by side; ``cli`` and the package ``__init__`` sit on top and only they may reach
 across.
 """
@@ -22,12 +23,14 @@ PACKAGE = Path(__file__).parents[1] / "src" / "patchpack"
 # What each wing may import from patchpack, besides itself.
 ALLOWED = {
     "base": {"base"},
-    "dataset": {"base"},
-    "audit": {"base", "dataset"},
-    "sharing": {"base", "dataset", "audit"},
-    "training": {"base", "dataset"},
-    "entrance": {"base", "dataset", "audit", "sharing", "training"},
+    "engine": {"base"},
+    "dataset": {"base", "engine"},
+    "audit": {"base", "engine", "dataset"},
+    "sharing": {"base", "engine", "dataset", "audit"},
+    "training": {"base", "engine", "dataset"},
+    "entrance": {"base", "engine", "dataset", "audit", "sharing", "training"},
 }
+WINGS = ("engine", "dataset", "audit", "sharing", "training")
 
 
 def module_name(path: Path) -> str:
@@ -39,7 +42,7 @@ def wing(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1 or parts[1] == "cli":
         return "entrance"
-    if parts[1] in ("dataset", "audit", "sharing", "training"):
+    if parts[1] in WINGS:
         return parts[1]
     return "base"
 
@@ -80,6 +83,15 @@ GRAPH = {module: imports_of(module) for module in MODULES}
 def test_the_graph_sees_the_package() -> None:
     assert {"patchpack.cli", "patchpack.dataset.extract", "patchpack.audit.verify"} <= set(GRAPH)
     assert "patchpack.dataset.manifest" in GRAPH["patchpack.dataset.extract"]
+    assert "patchpack.engine.output" in GRAPH["patchpack.dataset.extract"]
+    assert {wing("patchpack.engine"), wing("patchpack.engine.executors")} == {"engine"}
+
+
+def test_the_engine_needs_nothing_but_the_errors() -> None:
+    """Where the work runs decides no byte: the engine imports no wing, and of the entrance's own
+    modules only the errors (not params), so every wing may use it and no cycle can pass through it."""
+    used = {t for m in GRAPH if wing(m) == "engine" for t in GRAPH[m] if wing(t) != "engine"}
+    assert used == {"patchpack.errors"}
 
 
 @pytest.mark.parametrize(

@@ -495,15 +495,14 @@ def test_two_label_files_for_one_image_are_refused(tmp_path: Path) -> None:
 
 def test_a_label_file_changed_after_the_catalog_is_refused_on_the_worker(tmp_path: Path) -> None:
     """Workers check each label file's sha256 before parsing it (a stale copy fails loudly)."""
-    from patchpack.dataset import labels as labels_module
-    from patchpack.dataset.labels import attach_labels, open_labels
+    from patchpack.dataset.labels import attach_labels, files, open_labels
     from patchpack.dataset.sources import catalog
 
     images, labels = write_labelled(tmp_path)
     params = params_from_dict(labelled_params(images, labels))
     _, sources = catalog(images, max_megapixels=1, by_folder=False)
     (source,) = attach_labels(sources, params.labels, roi="all", max_megapixels=1)
-    labels_module._OPENED.labellers.clear()
+    files._OPENED.labellers.clear()
     path = labels / "scan" / "a.geojson"
     path.write_text(path.read_text() + " ", encoding="utf-8")
     with pytest.raises(SourceError, match=r"its bytes differ from those the catalog hashed"):

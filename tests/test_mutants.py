@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from patchpack.audit.leakage import audit_leakage
-from patchpack.dataset.executors import DaskExecutor
 from patchpack.dataset.labels import RasterLabels, majority
 from patchpack.dataset.manifest import Manifest
 from patchpack.dataset.plan import Draw, ImagePlan, Rect, cut_shards, draw_coords, plan_images
 from patchpack.dataset.shards import ShardData, ShardLayout, ShardMismatch
 from patchpack.dataset.sources import SourceImage, SourceRecord
 from patchpack.dataset.tissue import Roi, RoiMask
+from patchpack.engine.executors import DaskExecutor
 from patchpack.errors import ClusterError
 from patchpack.params import DatasetParams, ExtractParams, LabelParams, SplitParams
 from patchpack.training.loader import plan_epoch
@@ -51,7 +51,7 @@ def test_images_with_different_ids_draw_different_coordinates() -> None:
     assert not np.array_equal(coords_for("a/one.png"), coords_for("b/one.png"))
 
 
-# --- image-mode split assignment (plan._image_splits) --------------------------------------------
+# --- image-mode split assignment (plan.splits._image_splits) -------------------------------------
 
 
 def image_mode_assignment(seed: int) -> dict[str, str]:
@@ -73,7 +73,7 @@ def test_the_seed_decides_which_images_go_to_which_split() -> None:
     assert first != second
 
 
-# --- shard boundaries (plan._closes) -------------------------------------------------------------
+# --- shard boundaries (plan.layout._closes) ------------------------------------------------------
 
 
 def boundary_hash(split: str, source_id: str) -> float:
@@ -190,7 +190,7 @@ def test_the_order_within_a_group_changes_from_one_epoch_to_the_next() -> None:
     assert order(0) != order(1)
 
 
-# --- the Dask environment check (executors.DaskExecutor.check_environment) -----------------------
+# --- the Dask environment check (engine.executors.DaskExecutor.check_environment) ----------------
 
 
 class FakeClient:
@@ -216,14 +216,15 @@ def test_the_environment_check_refuses_a_cluster_where_only_the_second_worker_di
     }
     executor = DaskExecutor(FakeClient(reports))
     with pytest.raises(ClusterError, match=r"worker tcp://10\.0\.0\.2:4000 has h5py 3\.11\.0"):
-        executor.check_environment(LOCAL, accept=False)
-    notes = executor.check_environment(LOCAL, accept=True)
+        executor.check_environment(LOCAL, accept=False, report=lambda: LOCAL)
+    notes = executor.check_environment(LOCAL, accept=True, report=lambda: LOCAL)
     assert notes == ["worker tcp://10.0.0.2:4000 has h5py 3.11.0, this machine 3.12.1"]
 
 
 def test_the_environment_check_passes_when_every_worker_matches() -> None:
     reports = {f"tcp://10.0.0.{k}:4000": dict(LOCAL) for k in (1, 2, 3)}
-    assert DaskExecutor(FakeClient(reports)).check_environment(LOCAL, accept=False) == []
+    executor = DaskExecutor(FakeClient(reports))
+    assert executor.check_environment(LOCAL, accept=False, report=lambda: LOCAL) == []
 
 
 # --- the leakage audit (audit.leakage.audit_leakage) ---------------------------------------------

@@ -16,7 +16,8 @@ from patchpack.audit.leakage import _overlap
 from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
-from patchpack.dataset.plan import Rect, _holds_roi, grid_coords, region_splits
+from patchpack.dataset.plan import Rect, grid_coords, region_splits
+from patchpack.dataset.plan.regions import _holds_roi
 from patchpack.dataset.readers import Level
 from patchpack.dataset.shards import read_shard, write_shard
 from patchpack.dataset.sources import SourceImage
@@ -386,7 +387,7 @@ def test_verify_while_an_extract_swaps_right_after_a_shard_was_hashed(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import patchpack.audit.verify as verify_module
-    from patchpack.dataset.output import DatasetChanged, swap_in
+    from patchpack.engine.output import DatasetChanged, swap_in
 
     extract(small_params(images), out=tmp_path / "out")
     extract(small_params(images, extract={"per_image": 40}), out=tmp_path / "other")

@@ -21,11 +21,12 @@ import pytest
 from patchpack.audit.info import info
 from patchpack.audit.verify import verify
 from patchpack.dataset import extract as extract_module
-from patchpack.dataset import output, shards, work
+from patchpack.dataset import shards, work
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
-from patchpack.dataset.output import DatasetChanged, exclusive_writer
 from patchpack.dataset.shards import read_shard, write_shard
+from patchpack.engine import output
+from patchpack.engine.output import DatasetChanged, exclusive_writer
 from patchpack.errors import IntegrityError, OutputError
 from patchpack.training.loader import open_dataset
 from support.commands import PATCHPACK, file_digests, run_patchpack
@@ -116,7 +117,7 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from patchpack.dataset import output
+    from patchpack.engine import output
     from patchpack.dataset.extract import extract
     from support.images import small_params
 

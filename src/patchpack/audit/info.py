@@ -6,7 +6,7 @@ from pathlib import Path
 
 from patchpack.audit.verify import empty_parts
 from patchpack.dataset.manifest import Manifest, ShardEntry, load_manifest
-from patchpack.dataset.output import stable_read
+from patchpack.engine.output import stable_read
 from patchpack.errors import IntegrityError
 from patchpack.params import SPLITS
 

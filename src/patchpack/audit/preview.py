@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 
 from patchpack.dataset.io import atomic_output
 from patchpack.dataset.manifest import load_manifest
-from patchpack.dataset.output import stable_read
 from patchpack.dataset.shards import ShardReader
+from patchpack.engine.output import stable_read
 from patchpack.errors import SourceError
 from patchpack.params import SPLITS
 

@@ -19,8 +19,8 @@ import numpy as np
 from patchpack.audit.leakage import audit_leakage, audit_note
 from patchpack.dataset.io import file_sha256
 from patchpack.dataset.manifest import Manifest, ShardEntry, fingerprint, load_manifest
-from patchpack.dataset.output import stable_read
 from patchpack.dataset.shards import SHARD_GLOB, ShardData, ShardMismatch, read_shard
+from patchpack.engine.output import stable_read
 from patchpack.errors import IntegrityError, OutputError
 from patchpack.params import SPLITS, Params
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from patchpack.dataset.executors import DaskExecutor, Executor, open_executor
 from patchpack.dataset.fetch import is_url, mirrored, with_urls
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
 from patchpack.dataset.labels import Labeller, attach_labels, open_labels
@@ -33,13 +32,6 @@ from patchpack.dataset.manifest import (
     SplitCount,
     annotated_environment,
     current_environment,
-)
-from patchpack.dataset.output import (
-    describe_write_error,
-    exclusive_writer,
-    recover,
-    remove_leftovers,
-    swap_in,
 )
 from patchpack.dataset.plan import (
     ImagePlan,
@@ -62,6 +54,14 @@ from patchpack.dataset.work import (
     release_pixels,
     run_task,
 )
+from patchpack.engine.executors import DaskExecutor, Executor, open_executor
+from patchpack.engine.output import (
+    describe_write_error,
+    exclusive_writer,
+    recover,
+    remove_leftovers,
+    swap_in,
+)
 from patchpack.errors import OutputError, SourceError
 from patchpack.params import SPLITS, Params
 
@@ -69,13 +69,13 @@ ROI_FOLDER = "roi"
 logger = logging.getLogger(__name__)
 
 # This folder holds exactly the code that decides a dataset's bytes (dvc.yaml's extract stage depends
-# on it too): a change to any module in it invalidates staged shards.
+# on it too): a change to any module in it, or in a subfolder of it, invalidates staged shards.
 PACKAGE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
 class Engine:
-    """Where the work runs (see :mod:`patchpack.dataset.executors`); the default is this machine.
+    """Where the work runs (see :mod:`patchpack.engine.executors`); the default is this machine.
 
     ``workers`` local processes, or ``cluster="local:N"`` (a Dask LocalCluster), or ``scheduler`` (the
     address of a running Dask scheduler). ``gather`` has workers return shard bytes for this process
@@ -406,9 +406,10 @@ def plan_digest(params: Params, class_names: list[str], sources: list[SourceImag
     digest = hashlib.sha256()
     digest.update(manifest_json([FORMAT_VERSION, params.dataset_dict(), class_names]).encode())
     digest.update(manifest_json([source.record().to_dict() for source in sources]).encode())
-    for module in sorted(PACKAGE.glob("*.py")):
-        digest.update(f"{module.name}\0".encode())
-        digest.update(module.read_bytes())
+    modules = {path.relative_to(PACKAGE).as_posix(): path for path in PACKAGE.rglob("*.py")}
+    for relative in sorted(modules):
+        digest.update(f"{relative}\0".encode())
+        digest.update(modules[relative].read_bytes())
     return digest.hexdigest()
 
 

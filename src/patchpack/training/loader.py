@@ -58,8 +58,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from patchpack.dataset.manifest import Manifest, load_manifest
-from patchpack.dataset.output import stable_read
 from patchpack.dataset.shards import ShardReader
+from patchpack.engine.output import stable_read
 from patchpack.params import SPLITS, ShardParams
 
 DEFAULT_BUFFER_BYTES = 16 * 2**20

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
-from patchpack.dataset.output import ignore_file_size_signal
+from patchpack.engine.output import ignore_file_size_signal
 from patchpack.errors import ClusterError, PatchpackError
 
 T = TypeVar("T")
@@ -127,18 +127,17 @@ class DaskExecutor:
         local: Mapping[str, str],
         *,
         accept: bool,
-        report: Callable[[], Mapping[str, str]] | None = None,
+        report: Callable[[], Mapping[str, str]],
     ) -> list[str]:
-        """Compare every worker's environment envelope (what ``report`` returns there, by default
-        :func:`~patchpack.dataset.manifest.current_environment`) with ``local``.
+        """Compare every worker's environment envelope (what ``report`` returns there: extract
+        passes the manifest's, see :func:`~patchpack.dataset.manifest.current_environment`) with
+        ``local``.
 
         Returns the differences as notes when ``accept``; otherwise raises :class:`ClusterError` on
         the first one, naming the worker and the package.
         """
-        from patchpack.dataset.manifest import current_environment
-
         try:
-            reports = self.client.run(report or current_environment)
+            reports = self.client.run(report)
         except Exception as exc:
             raise ClusterError(
                 f"the Dask workers did not report their environment ({type(exc).__name__}: {exc}); "

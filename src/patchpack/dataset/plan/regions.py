@@ -1,0 +1,163 @@
+"""Where patches may lie: positions inside rectangles, the sampling grid, and region mode's blocks.
+
+A patch's position is its top-left corner; a rectangle of ``h x w`` pixels holds
+``(h - patch_size + 1) * (w - patch_size + 1)`` of them. In region mode each image is cut into a
+grid of blocks of about ``block_size`` pixels, shared out among the splits per image (seeded); only
+blocks that hold a position the sampling in use can take are shared out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from patchpack.dataset.labels.rule import Labeller
+from patchpack.dataset.plan.draws import STREAM_BLOCKS, Rect, image_rng, largest_remainder
+from patchpack.dataset.sources import SourceImage
+from patchpack.dataset.tissue import Roi
+from patchpack.params import SPLITS, ExtractParams, SplitParams
+
+
+def positions(rects: Sequence[Rect], patch_size: int) -> int:
+    """How many distinct top-left corners a patch of ``patch_size`` pixels has inside ``rects``.
+
+    The rectangles do not overlap, and a patch lies inside one of them, so their counts add up.
+    """
+    return sum(
+        max(0, r.y1 - r.y0 - patch_size + 1) * max(0, r.x1 - r.x0 - patch_size + 1) for r in rects
+    )
+
+
+def grid_positions(rects: Sequence[Rect], patch_size: int, stride: int) -> np.ndarray:
+    """Grid corners inside ``rects``, in (y, x) order; int64 of shape (n, 2).
+
+    The grid is anchored at the image's top-left corner and steps by ``stride``; a position is used
+    only when the whole patch lies inside one rectangle (the image, or one block in region mode), so
+    a last row or column that would overhang is dropped, never padded or shifted.
+    """
+    parts = []
+    for r in rects:
+        ys = np.arange(-(-r.y0 // stride) * stride, r.y1 - patch_size + 1, stride)
+        xs = np.arange(-(-r.x0 // stride) * stride, r.x1 - patch_size + 1, stride)
+        if len(ys) and len(xs):
+            grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+            parts.append(grid)
+    if not parts:
+        return np.empty((0, 2), np.int64)
+    corners = np.concatenate(parts).astype(np.int64)
+    return corners[np.lexsort((corners[:, 1], corners[:, 0]))]
+
+
+def grid_coords(
+    rects: Sequence[Rect],
+    extract: ExtractParams,
+    level_downsample: float,
+    roi: Roi | None,
+    labeller: Labeller | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The grid corners inside ``rects`` that the ROI keeps and that carry a label.
+
+    Returns
+    -------
+    coords : ndarray of shape (n, 2), int32, (y, x) in grid order
+    labels : ndarray of shape (n,), int32, or None without a ``labeller``
+    """
+    corners = grid_positions(rects, extract.patch_size, extract.step())
+    if roi is not None and len(corners):
+        keep = roi.keep(corners[:, 0], corners[:, 1], extract.patch_size, level_downsample)
+        corners = corners[keep]
+    labels = None
+    if labeller is not None:
+        labels = labeller.labels(corners[:, 0], corners[:, 1], extract.patch_size, level_downsample)
+        corners, labels = corners[labels >= 0], labels[labels >= 0]
+    return corners.astype(np.int32), labels
+
+
+def block_grid(height: int, width: int, block_size: int) -> list[Rect]:
+    """Cut an image into ``(height // block_size) x (width // block_size)`` near-equal blocks, row-major."""
+    rows, cols = max(1, height // block_size), max(1, width // block_size)
+    ys = [round(i * height / rows) for i in range(rows + 1)]
+    xs = [round(j * width / cols) for j in range(cols + 1)]
+    return [Rect(ys[i], ys[i + 1], xs[j], xs[j + 1]) for i in range(rows) for j in range(cols)]
+
+
+def region_splits(
+    source: SourceImage,
+    *,
+    seed: int,
+    split: SplitParams,
+    roi: Roi | None = None,
+    patch_size: int = 1,
+    extract: ExtractParams | None = None,
+    labeller: Labeller | None = None,
+) -> dict[str, list[Rect]]:
+    """The blocks of ``source`` that belong to each split (seeded, per image).
+
+    With a region of interest (or, for grid sampling, label files), only blocks that hold a
+    position the sampling in use can take are shared out, so a split never receives only background:
+    for random sampling a position on a half-patch grid that the ROI keeps (every such block holds
+    one), for grid sampling (``extract``) a grid position that the ROI keeps and that carries a label.
+    """
+    blocks = block_grid(source.size.height, source.size.width, split.block_size)
+    grid = extract is not None and extract.sampling == "grid"
+    if grid and (roi is not None or labeller is not None):
+        assert extract is not None
+        blocks = [
+            b
+            for b in blocks
+            if len(grid_coords((b,), extract, source.size.downsample, roi, labeller)[0])
+        ]
+    elif roi is not None:
+        blocks = [b for b in blocks if _holds_roi(b, roi, patch_size, source.size.downsample)]
+    order = image_rng(seed, STREAM_BLOCKS, source.id).permutation(len(blocks))
+    counts = largest_remainder(len(blocks), split.fractions)
+    assigned: dict[str, list[Rect]] = {}
+    start = 0
+    for name, count in zip(SPLITS, counts, strict=True):
+        assigned[name] = [blocks[i] for i in sorted(order[start : start + count])]
+        start += count
+    return assigned
+
+
+def _holds_roi(block: Rect, roi: Roi, patch_size: int, downsample: float) -> bool:
+    """Whether some position of a random patch inside ``block`` lies enough in the ROI.
+
+    Exact: a footprint's fraction depends only on which mask pixels it touches, which changes only
+    where a footprint edge crosses a mask pixel edge, so one position per run of positions that touch
+    the same mask pixels (:func:`_runs`) stands for them all. Most blocks are settled by a half-patch
+    grid (accepted) or by holding no mask pixel at all (refused) before that.
+    """
+    step = max(1, patch_size // 2)
+    corners = grid_positions((block,), patch_size, step)
+    if not len(corners):
+        return False
+    if roi.keep(corners[:, 0], corners[:, 1], patch_size, downsample).any():
+        return True
+    side = max(block.y1 - block.y0, block.x1 - block.x0)
+    anything = dataclasses.replace(roi, min_fraction=1e-12)  # any set mask pixel under the block
+    if not anything.keep(np.array([block.y0]), np.array([block.x0]), side, downsample)[0]:
+        return False
+    ys = _runs(block.y0, block.y1 - patch_size, patch_size * downsample, downsample, roi.downsample)
+    xs = _runs(block.x0, block.x1 - patch_size, patch_size * downsample, downsample, roi.downsample)
+    grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+    return bool(roi.keep(grid[:, 0], grid[:, 1], patch_size, downsample).any())
+
+
+def _runs(
+    low: int, high: int, side: float, downsample: float, mask_downsample: float
+) -> np.ndarray:
+    """Level positions in ``low..high`` that include one of every run of positions whose footprint
+    (``side`` level-0 pixels from ``position * downsample``) touches the same mask rows: the first
+    position, and those next to where the footprint's first or last mask row changes."""
+    if high < low:
+        return np.empty(0, np.int64)
+    start, end = low * downsample, high * downsample + side
+    rows = np.arange(np.floor(start / mask_downsample), np.ceil(end / mask_downsample) + 1)
+    edges = rows * mask_downsample  # level-0 positions of mask row edges
+    starts = np.ceil(edges / downsample)  # first position whose footprint starts past an edge
+    ends = np.floor((edges - side) / downsample) + 1  # first whose footprint ends past an edge
+    found = np.concatenate([[low], starts - 1, starts, starts + 1, ends - 1, ends, ends + 1])
+    found = found[(found >= low) & (found <= high)]
+    return np.unique(found.astype(np.int64))

@@ -1,0 +1,209 @@
+"""The seeded patches of one image: random candidates or grid positions, kept by ROI, label and std.
+
+Random candidates come from the image's own stream, one per (image, split), in fixed batches, so the
+first ``k`` patches are the same whatever the count; a rejected candidate is replaced by the next
+one of the same stream. Grid sampling takes every grid position the ROI keeps and that carries a
+label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from patchpack.dataset.labels.rule import Labeller
+from patchpack.dataset.plan.draws import (
+    STREAM_PATCHES,
+    STREAM_SPLIT,
+    Draw,
+    ImagePlan,
+    Rows,
+    image_rng,
+    largest_remainder,
+)
+from patchpack.dataset.plan.regions import grid_coords
+from patchpack.errors import SourceError
+from patchpack.params import SPLITS, ExtractParams, SplitParams
+
+DRAW_BATCH = 256  # candidates drawn per generator call; fixed so prefixes of the stream are stable
+
+
+def draw_coords(
+    plan: ImagePlan,
+    draw: Draw,
+    *,
+    seed: int,
+    patch_size: int,
+    pixels: Pixels | None = None,
+    min_std: float = 0.0,
+    max_tries: int = 50,
+    labeller: Labeller | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Top-left corners of ``draw.count`` patches inside ``draw.rects``, drawn from the image's stream.
+
+    Candidates are drawn in fixed batches, so the first ``k`` coordinates are the same whatever
+    ``count`` is. A candidate is skipped when less than the ROI's minimum fraction of it lies in the
+    image's region of interest (``plan.roi``), when the ``labeller`` gives it no label (unlabelled
+    or ambiguous), or when its pixel standard deviation is below ``min_std`` (this needs
+    ``pixels``: the whole image, or windowed access to it). A skipped candidate is replaced by the
+    next one of the same stream, so the result is still a function of the seed and the image.
+
+    Returns
+    -------
+    coords : ndarray of shape (count, 2), int32, (y, x)
+    labels : ndarray of shape (count,), int32, or None without a ``labeller``
+
+    Raises
+    ------
+    SourceError
+        When fewer than ``count`` candidates pass ``min_std`` within ``count * max_tries`` draws.
+    """
+    rng = image_rng(seed, STREAM_PATCHES, plan.source.id, draw.stream)
+    rects = draw.rects
+    spans = np.array([[r.y0, r.y1 - patch_size + 1, r.x0, r.x1 - patch_size + 1] for r in rects])
+    weights = (spans[:, 1] - spans[:, 0]).astype(np.float64) * (spans[:, 3] - spans[:, 2])
+    weights /= weights.sum()
+    check = min_std > 0
+    if check and pixels is None:
+        raise ValueError("pixels are required when min_std > 0")
+    downsample = plan.source.size.downsample
+    accepted: list[np.ndarray] = []
+    accepted_labels: list[np.ndarray] = []
+    found, tried, budget = 0, 0, draw.count * max_tries
+    while found < draw.count:
+        if tried >= budget:
+            raise SourceError(
+                f"{plan.source.path}: only {found} of {draw.count} {draw.split} patches have pixel "
+                f"std >= extract.min_std={min_std:g}{_roi_words(plan)}"
+                f"{' and carry a label' if labeller else ''} after {tried} tries; lower "
+                f"extract.min_std{' or extract.min_roi_fraction' if plan.roi else ''} or the "
+                f"patch count{_label_advice(plan, labeller)}, or remove the image"
+            )
+        which = rng.choice(len(rects), size=DRAW_BATCH, p=weights)
+        low_y, high_y = spans[which, 0], spans[which, 1]
+        low_x, high_x = spans[which, 2], spans[which, 3]
+        ys = low_y + (rng.random(DRAW_BATCH) * (high_y - low_y)).astype(np.int64)
+        xs = low_x + (rng.random(DRAW_BATCH) * (high_x - low_x)).astype(np.int64)
+        room = min(DRAW_BATCH, budget - tried)
+        ys, xs = ys[:room], xs[:room]
+        if plan.roi is not None:
+            keep = plan.roi.keep(ys, xs, patch_size, downsample)
+            ys, xs = ys[keep], xs[keep]
+        labels = np.zeros(len(ys), np.int32)
+        if labeller is not None and len(ys):
+            labels = labeller.labels(ys, xs, patch_size, downsample)
+            keep = labels >= 0
+            ys, xs, labels = ys[keep], xs[keep], labels[keep]
+        if check and pixels is not None and len(ys):
+            keep = _kept_by_std(pixels, ys, xs, patch_size, min_std, draw.count - found)
+            ys, xs, labels = ys[keep], xs[keep], labels[keep]
+        tried += room
+        take = min(len(ys), draw.count - found)
+        accepted.append(np.stack([ys[:take], xs[:take]], axis=1))
+        accepted_labels.append(labels[:take])
+        found += take
+    coords = np.concatenate(accepted).astype(np.int32)
+    return coords, (np.concatenate(accepted_labels) if labeller is not None else None)
+
+
+def _roi_words(plan: ImagePlan) -> str:
+    if plan.roi is None:
+        return ""
+    return f" and lie at least {plan.roi.min_fraction:g} in the region of interest"
+
+
+def _label_advice(plan: ImagePlan, labeller: Labeller | None) -> str:
+    if labeller is None:
+        return ""
+    if plan.roi is None:
+        return ", set extract.roi: mask so that every split draws from labelled area"
+    return ", or label more of the image"
+
+
+class WindowStds(Protocol):
+    """Windowed access to an image too large to decode whole: the std of each candidate window."""
+
+    def stds(self, ys: np.ndarray, xs: np.ndarray, size: int) -> np.ndarray: ...
+
+
+Pixels = np.ndarray | WindowStds
+
+
+def _kept_by_std(
+    pixels: Pixels, ys: np.ndarray, xs: np.ndarray, size: int, min_std: float, needed: int
+) -> np.ndarray:
+    """Which candidates have pixel std >= ``min_std``, in order.
+
+    A whole image is checked at once. A windowed one is checked one window at a time, stopping once
+    ``needed`` candidates passed: only the first ``needed`` kept candidates are taken anyway, so the
+    result is the same, and windows past them are never decoded.
+    """
+    if isinstance(pixels, np.ndarray):
+        windows = np.lib.stride_tricks.sliding_window_view(pixels, (size, size), axis=(0, 1))
+        kept: np.ndarray = windows[ys, xs].reshape(len(ys), -1).std(axis=1) >= min_std
+        return kept
+    keep = np.zeros(len(ys), bool)
+    for i in range(len(ys)):
+        keep[i] = pixels.stds(ys[i : i + 1], xs[i : i + 1], size)[0] >= min_std
+        if keep.sum() >= needed:
+            break
+    return keep
+
+
+def patch_splits(plan: ImagePlan, *, seed: int, fractions: Sequence[float]) -> np.ndarray:
+    """Patch mode: the split of each of the image's patches, a seeded permutation of exact counts."""
+    total = plan.draws[0].count
+    counts = largest_remainder(total, fractions)
+    labels = np.repeat(np.arange(len(SPLITS)), counts)
+    return image_rng(seed, STREAM_SPLIT, plan.source.id).permutation(labels)
+
+
+def sample_image(
+    plan: ImagePlan,
+    *,
+    seed: int,
+    extract: ExtractParams,
+    split: SplitParams,
+    pixels: Pixels | None = None,
+    only: str | None = None,
+    labeller: Labeller | None = None,
+) -> dict[str, Rows]:
+    """Every patch of one image, by split, in patch-index order.
+
+    ``only`` restricts the work to one split (the others are left out of the result).
+    ``pixels`` (shape (height, width, channels)) is needed only when ``extract.min_std > 0``.
+    ``labeller`` labels each patch when labels come from label files; without one every patch
+    takes its image's label (its class folder).
+    """
+    rows: dict[str, Rows] = {}
+    for draw in plan.draws:
+        if only is not None and draw.split not in (only, "*"):
+            continue
+        if extract.sampling == "grid":
+            coords, labels = grid_coords(
+                draw.rects, extract, plan.source.size.downsample, plan.roi, labeller
+            )
+        else:
+            coords, labels = draw_coords(
+                plan,
+                draw,
+                seed=seed,
+                patch_size=extract.patch_size,
+                pixels=pixels,
+                min_std=extract.min_std,
+                max_tries=extract.max_tries,
+                labeller=labeller,
+            )
+        if labels is None:
+            labels = np.full(len(coords), plan.source.label, np.int32)
+        index = np.arange(draw.first_index, draw.first_index + draw.count, dtype=np.int32)
+        if draw.split != "*":
+            rows[draw.split] = Rows(index, coords, labels)
+            continue
+        splits = patch_splits(plan, seed=seed, fractions=split.fractions)
+        for number, name in enumerate(SPLITS):
+            chosen = splits == number
+            rows[name] = Rows(index[chosen], coords[chosen], labels[chosen])
+    return {name: rows[name] for name in SPLITS if name in rows and len(rows[name].patch_index)}
