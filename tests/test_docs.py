@@ -85,3 +85,21 @@ def test_a_new_field_is_one_declaration() -> None:
     with pytest.raises(ConfigError, match=r"unknown key 'demo.height'; known keys here: width"):
         read_fields(Section, {"height": 1}, "demo", reader)
     assert list(reference_rows(Section, "demo.")) == [("demo.width", "8", "how wide")]
+
+
+def test_dvc_yaml_extract_stages_depend_on_exactly_the_byte_deciding_code() -> None:
+    """One list says what decides bytes: dvc.yaml's extract stages and the staged-shard digest use it."""
+    import yaml
+
+    from patchpack.dataset import BYTE_DECIDING, byte_deciding_modules
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    want = {f"src/patchpack/{entry}" for entry in BYTE_DECIDING}
+    extracts = [stage for stage in stages.values() if "patchpack extract" in str(stage.get("cmd"))]
+    assert len(extracts) == 3
+    for stage in extracts:
+        code = {dep for dep in stage["deps"] if dep.startswith("src/")}
+        assert code == want, stage["cmd"]
+    modules = byte_deciding_modules()
+    assert "dataset/extract.py" in modules and "params/sections.py" in modules
+    assert "schema.py" in modules and not any(m.startswith("engine/") for m in modules)

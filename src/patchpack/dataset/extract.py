@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from patchpack.dataset import byte_deciding_modules
 from patchpack.dataset.fetch import is_url, mirrored, with_urls
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
 from patchpack.dataset.labels import Labeller, attach_labels, open_labels
@@ -67,10 +68,6 @@ from patchpack.params import SPLITS, Params
 
 ROI_FOLDER = "roi"
 logger = logging.getLogger(__name__)
-
-# This folder holds exactly the code that decides a dataset's bytes (dvc.yaml's extract stage depends
-# on it too): a change to any module in it, or in a subfolder of it, invalidates staged shards.
-PACKAGE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
@@ -406,7 +403,7 @@ def plan_digest(params: Params, class_names: list[str], sources: list[SourceImag
     digest = hashlib.sha256()
     digest.update(manifest_json([FORMAT_VERSION, params.dataset_dict(), class_names]).encode())
     digest.update(manifest_json([source.record().to_dict() for source in sources]).encode())
-    modules = {path.relative_to(PACKAGE).as_posix(): path for path in PACKAGE.rglob("*.py")}
+    modules = byte_deciding_modules()
     for relative in sorted(modules):
         digest.update(f"{relative}\0".encode())
         digest.update(modules[relative].read_bytes())
