@@ -268,8 +268,9 @@ def timed_extract(params_path: str, out: str) -> None:
     import skimage.filters  # noqa: F401
 
     import patchpack
-    from patchpack.dataset.extract import MaskJob, extract, mask_job
+    from patchpack.dataset.extract import extract
     from patchpack.dataset.sources import catalog
+    from patchpack.dataset.work import MaskJob, mask_job
     from patchpack.params import load_params
 
     params = load_params(params_path)

@@ -108,14 +108,14 @@ def test_a_worker_killed_mid_run_is_retried_with_the_same_bytes(
 
 def other_numpy() -> None:
     """Run in a worker: report another numpy version in the environment envelope."""
-    from patchpack.dataset import manifest
+    from patchpack.dataset import envelope
 
-    original = manifest.current_environment
+    original = envelope.current_environment
 
-    def envelope() -> dict[str, str]:
+    def claimed() -> dict[str, str]:
         return {**original(), "numpy": "1.0.0"}
 
-    manifest.current_environment = envelope  # type: ignore[assignment]
+    envelope.current_environment = claimed  # type: ignore[assignment]
 
 
 @pytest.mark.slow

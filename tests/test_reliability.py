@@ -20,8 +20,7 @@ import pytest
 
 from patchpack.audit.info import info
 from patchpack.audit.verify import verify
-from patchpack.dataset import extract as extract_module
-from patchpack.dataset import shards, work
+from patchpack.dataset import outdir, shards, work
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
 from patchpack.dataset.shards import read_shard, write_shard
@@ -223,7 +222,7 @@ def test_free_space_is_checked_before_starting(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     usage = shutil.disk_usage(project)
-    monkeypatch.setattr(extract_module.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    monkeypatch.setattr(outdir.shutil, "disk_usage", lambda path: usage._replace(free=1000))
     with pytest.raises(OutputError, match=r"needs at least .* MB .* only 0 MB are free"):
         extract(small_params(project / "images", extract={"per_image": 40}), out=project / "out")
     assert not list(project.glob(".out.partial-*"))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from distributed import versions
 
-from patchpack.dataset import manifest
+from patchpack.dataset import envelope
 
 _package_version = versions._version_cached
-_envelope = manifest.current_environment
+_envelope = envelope.current_environment
 
 
 def _claimed_version(package: str) -> str | None:
@@ -25,4 +25,4 @@ def _claimed_envelope() -> dict[str, str]:
 
 
 versions._version_cached = _claimed_version
-manifest.current_environment = _claimed_envelope  # type: ignore[assignment]
+envelope.current_environment = _claimed_envelope  # type: ignore[assignment]

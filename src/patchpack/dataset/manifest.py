@@ -6,6 +6,10 @@ and writes :meth:`Manifest.to_json`; ``verify``, ``info``, the loader and ``pull
 the first bad key. ``manifest.json`` is written last, as :func:`~patchpack.dataset.io.manifest_json`
 (sorted keys, fixed separators, a trailing newline), so its presence marks a complete dataset and its
 bytes depend only on the content.
+
+Its records (:class:`ShardEntry`, :class:`SplitCount`) are declared in
+:mod:`patchpack.dataset.manifest_records`, the environment envelope in :mod:`patchpack.dataset.envelope`
+and where a listed file may resolve in :mod:`patchpack.dataset.containment`; all are importable here.
 """
 
 from __future__ import annotations
@@ -13,122 +17,40 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import platform
-import sys
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from patchpack._version import __version__
-from patchpack.dataset.io import file_sha256, manifest_json, write_json_atomic
-from patchpack.dataset.shards import FORMAT_VERSION, ShardData, ShardLayout
-from patchpack.dataset.sources import COUNT, HEX64, SHARD_PATH, SourceRecord
+from patchpack.dataset.containment import contained, dvc_cache_objects
+from patchpack.dataset.envelope import annotated_environment, current_environment
+from patchpack.dataset.io import manifest_json, write_json_atomic
+from patchpack.dataset.manifest_records import _DIGEST, ShardEntry, SplitCount
+from patchpack.dataset.shards import FORMAT_VERSION, ShardLayout
+from patchpack.dataset.sources import COUNT, HEX64, SourceRecord
 from patchpack.errors import ConfigError, IntegrityError
 from patchpack.params import SPLITS, DatasetParams
 from patchpack.schema import Reader, Spec, dump_fields, param, read_record
 
 MANIFEST_NAME = "manifest.json"
-_DIGEST = 16  # hex characters per patch digest
 MAX_MANIFEST_BYTES = 1 << 30
 DAMAGED = "; the manifest is damaged or not from patchpack: regenerate it or pull it again"
 
-
-def contained(folder: Path, relative: str) -> Path:
-    """``folder / relative``, refused when it resolves outside ``folder``.
-
-    A link is accepted only when it resolves into the object store of the DVC cache of the project
-    that holds ``folder`` (``.dvc/cache/files/``, or the ``cache.dir`` its config names): that is how
-    DVC's ``cache.type symlink`` checks a dataset out. A link anywhere else is refused, since a
-    dataset must hold its own shards.
-
-    Raises
-    ------
-    IntegrityError
-        When the path resolves outside ``folder`` and outside its project's DVC cache.
-    """
-    path = Path(folder) / relative
-    root = Path(folder).resolve()
-    target = path.resolve()
-    if root in target.parents:
-        return path
-    cache = dvc_cache_objects(root)
-    if cache is not None and cache in target.parents:
-        return path
-    raise IntegrityError(
-        f"{relative}: resolves to {target}, outside the dataset folder {root} and outside its "
-        f"project's DVC cache (a symlink); a dataset must hold its own shards: pull or extract it again"
-    )
-
-
-def dvc_cache_objects(folder: Path) -> Path | None:
-    """The object folder of the DVC cache of the project holding ``folder`` (``None`` outside one).
-
-    It is ``.dvc/cache/files`` unless ``.dvc/config`` or ``.dvc/config.local`` sets ``cache.dir``
-    (relative to ``.dvc``), the later file winning as in DVC.
-    """
-    import configparser
-
-    for project in (folder, *folder.parents):
-        dvc_dir = project / ".dvc"
-        if not dvc_dir.is_dir():
-            continue
-        cache = dvc_dir / "cache"
-        for name in ("config", "config.local"):
-            parser = configparser.ConfigParser(interpolation=None, strict=False)
-            try:
-                parser.read(dvc_dir / name, encoding="utf-8")
-            except (configparser.Error, UnicodeDecodeError):
-                continue
-            if parser.has_option("cache", "dir"):
-                cache = (dvc_dir / parser.get("cache", "dir")).expanduser()
-        return (cache / "files").resolve()
-    return None
-
-
-@dataclass(frozen=True)
-class ShardEntry:
-    """One shard as the manifest records it; ``path`` is relative to the dataset folder."""
-
-    path: str = param(doc="the shard's path in the dataset", kind="str", pattern=SHARD_PATH)
-    split: str = param(doc="its split, the first part of its path", kind="str")
-    patches: int = param(doc="patches it holds", **COUNT)
-    sha256: str = param(doc="sha256 of the file's bytes", **HEX64)
-    content_sha256: str = param(doc="sha256 over the decoded arrays", **HEX64)
-    patch_digests: str = param(
-        doc="16 hex characters per patch, in row order", kind="str", empty=True
-    )
-
-    @classmethod
-    def of(cls, relative: str, split: str, file: Path, data: ShardData) -> ShardEntry:
-        """The entry for the shard ``data`` written at ``file`` (``relative`` to the dataset)."""
-        return cls.of_bytes(relative, split, file_sha256(file), data)
-
-    @classmethod
-    def of_bytes(cls, relative: str, split: str, sha256: str, data: ShardData) -> ShardEntry:
-        """The entry for the shard ``data`` whose file bytes have the given ``sha256``."""
-        return cls(
-            path=relative,
-            split=split,
-            patches=len(data),
-            sha256=sha256,
-            content_sha256=data.content_sha256(),
-            patch_digests="".join(data.patch_digests()),
-        )
-
-    def digests(self) -> list[str]:
-        """The per-patch digests (16 hex characters each), in row order."""
-        text = self.patch_digests
-        return [text[i : i + _DIGEST] for i in range(0, len(text), _DIGEST)]
-
-
-@dataclass(frozen=True)
-class SplitCount:
-    """Patches of one split: the total and the count per class name."""
-
-    total: int
-    per_class: Mapping[str, int]
+__all__ = [
+    "DAMAGED",
+    "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
+    "Manifest",
+    "ShardEntry",
+    "SplitCount",
+    "annotated_environment",
+    "contained",
+    "current_environment",
+    "dvc_cache_objects",
+    "fingerprint",
+    "load_manifest",
+]
 
 
 @dataclass(frozen=True)
@@ -300,42 +222,6 @@ def fingerprint(class_names: Sequence[str], shards: Sequence[ShardEntry]) -> str
     lines: list[Any] = [FORMAT_VERSION, list(class_names)]
     lines += [[s.path, s.patches, s.content_sha256] for s in shards]
     return hashlib.sha256(manifest_json(lines).encode()).hexdigest()
-
-
-def annotated_environment() -> dict[str, str]:
-    """:func:`current_environment` plus shapely and GEOS, which decide labels from annotations
-    (repairs, unions, areas): the envelope of a dataset labelled by GeoJSON files."""
-    import shapely
-
-    return {
-        **current_environment(),
-        "shapely": shapely.__version__,
-        "geos": shapely.geos_version_string,
-    }
-
-
-def current_environment() -> dict[str, str]:
-    """The versions that can change a shard's bytes or a patch's pixels (tile decoders included)."""
-    import h5py
-    import hdf5plugin
-    import numpy
-    import PIL
-    from PIL import features
-
-    from patchpack.dataset.readers import backend_versions
-
-    return {
-        **backend_versions(),
-        "python": platform.python_version(),
-        "platform": sys.platform,
-        "numpy": numpy.__version__,
-        "pillow": PIL.__version__,
-        "libjpeg": str(features.version("jpg")),
-        "zlib": zlib.ZLIB_RUNTIME_VERSION,
-        "h5py": h5py.__version__,
-        "hdf5": h5py.version.hdf5_version,
-        "hdf5plugin": hdf5plugin.version,
-    }
 
 
 class _Parser:

@@ -130,7 +130,7 @@ class DaskExecutor:
         report: Callable[[], Mapping[str, str]],
     ) -> list[str]:
         """Compare every worker's environment envelope (what ``report`` returns there: extract
-        passes the manifest's, see :func:`~patchpack.dataset.manifest.current_environment`) with
+        passes the manifest's, see :func:`~patchpack.dataset.envelope.current_environment`) with
         ``local``.
 
         Returns the differences as notes when ``accept``; otherwise raises :class:`ClusterError` on

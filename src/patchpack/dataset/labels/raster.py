@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from patchpack.dataset.labels.rule import COVERAGE_SIDE, majority
 from patchpack.dataset.readers import Level
 from patchpack.dataset.sources import LabelFile, SourceImage
+from patchpack.dataset.sources.decode import OpenMessages, open_guarded
 from patchpack.dataset.tissue import RoiMask
 from patchpack.errors import SourceError
 from patchpack.params import LabelParams
@@ -91,27 +91,19 @@ def _read_png_raster(path: Path, max_megapixels: float) -> np.ndarray:
         return values
 
 
+_RASTER_OPEN = OpenMessages(
+    too_many_pixels="label raster claims too many pixels for one decode ({exc}); save it at a "
+    "pyramid level (1/16 of level 0 is typical) or as a TIFF",
+    unidentified="not a readable label raster (PNG or TIFF); re-export it",
+    unreadable="unreadable label raster ({exc}); re-export it",
+)
+
+
 @contextlib.contextmanager
 def _opened_png(path: Path) -> Iterator[Any]:
     """A PNG label raster, opened lazily; its size is checked against ``source.max_megapixels``
     by the caller instead of Pillow's decompression-bomb limit."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise SourceError(
-            f"{path}: label raster claims too many pixels for one decode ({exc}); save it at a "
-            f"pyramid level (1/16 of level 0 is typical) or as a TIFF"
-        ) from exc
-    except UnidentifiedImageError:
-        raise SourceError(
-            f"{path}: not a readable label raster (PNG or TIFF); re-export it"
-        ) from None
-    except OSError as exc:
-        raise SourceError(f"{path}: unreadable label raster ({exc}); re-export it") from exc
+    image = open_guarded(path, _RASTER_OPEN)
     with image:
         if image.format != "PNG":
             raise SourceError(
