@@ -7,8 +7,8 @@ Two workloads, each extracted with ``--workers 1``, ``--workers 2`` and ``--clus
 fastest of ``--repeats``):
 
 * the demo photographs with 10,000 random 32x32 patches per image (80,000 patches);
-* the demo slide (``patchpack sources --slide --side 10240``), 4,000 random 128x128 tissue patches at
-  0.5 µm/px.
+* one demo slide (``patchpack sources --slide``, 20,480 pixels a side), 4,000 random 128x128 tissue
+  patches at 0.5 µm/px: since format 3 its shards spread over the workers.
 
 It prints seconds and speed-ups against ``--workers 1`` measured in the same run, checks that all
 three give byte-identical datasets, and estimates from the per-shard time what a cluster of 100 nodes
@@ -45,7 +45,7 @@ def digest(folder: Path) -> str:
 
 def workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
     """(name, params) of the two workloads; the sources are written under WORK."""
-    per_image, side, slide_patches = (1000, 4096, 400) if quick else (10_000, 10_240, 4000)
+    per_image, side, slide_patches = (1000, 4096, 400) if quick else (10_000, 20_480, 4000)
     demo, slide = WORK / "demo", WORK / f"slide-{side}"
     if not demo.exists():
         patchpack("sources", "--out", str(demo), cwd=ROOT)
@@ -60,7 +60,7 @@ def workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
         "source": {"dir": str(slide), "channels": 3, "mpp": 0.5},
         "extract": {"patch_size": 128, "per_image": slide_patches, "roi": "tissue"},
         "split": {"block_size": 512},
-        "shards": {"target_patches": 128, "chunk_patches": 16},
+        "shards": {"target_patches": 128},
     }
     return [
         (f"demo photographs, {8 * per_image:,} patches of 32x32", photographs),

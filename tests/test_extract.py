@@ -27,7 +27,7 @@ def test_layout_manifest_and_shard_contents(images: Path, tmp_path: Path) -> Non
     params = small_params(images)
     manifest = extract(params, out=tmp_path / "out")
     out = tmp_path / "out"
-    assert manifest.format_version == 2
+    assert manifest.format_version == 3
     assert manifest.class_names == ("class_0", "class_1", "class_2")
     assert manifest.counts["train"].per_class == {"class_0": 36, "class_1": 36, "class_2": 36}
     assert sum(manifest.counts[s].total for s in ("train", "val", "test")) == 6 * 30
@@ -42,7 +42,7 @@ def test_layout_manifest_and_shard_contents(images: Path, tmp_path: Path) -> Non
         data = read_shard(out / entry.path)
         assert data.images.dtype == np.uint8 and data.images.shape[1:] == (16, 16, 1)
         assert len(data) == entry.patches
-        assert data.attrs["split"] == entry.split and data.attrs["format_version"] == 2
+        assert data.attrs["split"] == entry.split and data.attrs["format_version"] == 3
         keys = [(data.source_of(i), int(data.patch_index[i])) for i in range(len(data))]
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
         with h5py.File(out / entry.path) as h5:

@@ -39,9 +39,8 @@ def _forge(dataset: Path, index: int, **changes: object) -> None:
     write_shard(dataset / entry.path, changed, chunk_patches=16, compression="zstd", level=3)
     shards = list(manifest.shards)
     shards[index] = ShardEntry.of(entry.path, entry.split, dataset / entry.path, changed)
-    dataclasses.replace(
-        manifest, shards=tuple(shards), fingerprint=fingerprint(manifest.class_names, shards)
-    ).write(dataset)
+    forged = fingerprint(manifest.class_names, shards, manifest.params.to_dict())
+    dataclasses.replace(manifest, shards=tuple(shards), fingerprint=forged).write(dataset)
 
 
 @pytest.mark.parametrize("downsample", [1.0, 2.0, 4.0])
@@ -265,7 +264,8 @@ def test_verify_fails_and_info_warns_on_an_empty_split(images: Path, tmp_path: P
     manifest = load_manifest(tmp_path / "out")
     split = dataclasses.replace(manifest.params.split, fractions=(0.8, 0.2, 0.0))
     params = dataclasses.replace(manifest.params, split=split)
-    dataclasses.replace(manifest, params=params).write(tmp_path / "out")
+    refingerprinted = fingerprint(manifest.class_names, manifest.shards, params.to_dict())
+    dataclasses.replace(manifest, params=params, fingerprint=refingerprinted).write(tmp_path / "out")
     problems = verify(tmp_path / "out").problems
     assert problems == [
         "manifest: the val split holds no patch (its fraction is above 0): not a usable dataset; "

@@ -331,7 +331,8 @@ def _forge(
     entries[index] = new if entry else dataclasses.replace(old, sha256=new.sha256)
     forged = dataclasses.replace(manifest, shards=tuple(entries))
     if fingerprint_too:
-        forged = dataclasses.replace(forged, fingerprint=fingerprint(manifest.class_names, entries))
+        again = fingerprint(manifest.class_names, entries, manifest.params.to_dict())
+        forged = dataclasses.replace(forged, fingerprint=again)
     forged.write(folder)
 
 

@@ -117,7 +117,9 @@ def _rewrite_shard(dataset: Path, index: int, **changes: object) -> None:
     shards = list(manifest.shards)
     shards[index] = ShardEntry.of(entry.path, entry.split, dataset / entry.path, changed)
     forged = dataclasses.replace(
-        manifest, shards=tuple(shards), fingerprint=fingerprint(manifest.class_names, shards)
+        manifest,
+        shards=tuple(shards),
+        fingerprint=fingerprint(manifest.class_names, shards, manifest.params.to_dict()),
     )
     forged.write(dataset)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from patchpack.dataset.io import manifest_json
 from patchpack.dataset.manifest import Manifest, ShardEntry, SplitCount
 from patchpack.dataset.shards import FORMAT_VERSION, ShardData, shard_name, write_shard
 from patchpack.params import DatasetParams, ExtractParams, ShardParams
@@ -86,7 +85,7 @@ def make_dataset(
                 coords=np.zeros((n, 2), np.int32),
                 attrs={
                     "format_version": FORMAT_VERSION,
-                    "class_names": manifest_json(class_names).strip(),
+                    "class_names": list(class_names),
                     "split": split,
                     "patch_size": patch_size,
                     "channels": channels,

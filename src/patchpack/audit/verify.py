@@ -8,18 +8,27 @@ first differing patch with its source and coordinates, using the per-patch diges
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from patchpack.audit.card_check import check_card
 from patchpack.audit.leakage import audit_leakage, audit_note
 from patchpack.dataset.io import file_sha256
 from patchpack.dataset.manifest import Manifest, ShardEntry, fingerprint, load_manifest
-from patchpack.dataset.shards import SHARD_GLOB, ShardData, ShardMismatch, read_shard
+from patchpack.dataset.shards import (
+    FORMAT_VERSION,
+    SHARD_GLOB,
+    ShardData,
+    ShardMismatch,
+    read_shard,
+)
 from patchpack.engine.output import stable_read
 from patchpack.errors import IntegrityError, OutputError
 from patchpack.params import SPLITS, Params
@@ -45,7 +54,11 @@ class Report:
 
 
 def verify(
-    folder: Path, *, allow_container_diff: bool = False, splits: tuple[str, ...] | None = None
+    folder: Path,
+    *,
+    allow_container_diff: bool = False,
+    splits: tuple[str, ...] | None = None,
+    fetch: Fetch | None = None,
 ) -> Report:
     """Check every shard of the dataset in ``folder`` against its manifest and audit leakage.
 
@@ -53,7 +66,9 @@ def verify(
     fingerprint is recomputed from the entries, so a shard edited together with its manifest entry
     fails too. ``allow_container_diff`` accepts shards whose decoded content matches but whose bytes
     differ. ``splits`` checks only those splits' shards (a partial pull): the others are reported
-    as not pulled, and the leakage audit covers the splits checked.
+    as not pulled, and the leakage audit covers the splits checked. ``fetch`` brings each shard
+    into ``folder`` for the block in which it is checked (a remote read, whose cache folder holds
+    a few shards at a time); its :class:`IntegrityError` is a failed check.
 
     Raises
     ------
@@ -67,10 +82,18 @@ def verify(
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     with stable_read(folder):
-        return _verify(folder, allow_container_diff, splits)
+        return _verify(folder, allow_container_diff, splits, fetch)
 
 
-def _verify(folder: Path, allow_container_diff: bool, splits: tuple[str, ...] | None) -> Report:
+Fetch = Callable[[ShardEntry], contextlib.AbstractContextManager[object]]
+
+
+def _verify(
+    folder: Path,
+    allow_container_diff: bool,
+    splits: tuple[str, ...] | None,
+    fetch: Fetch | None = None,
+) -> Report:
     report = Report(f"verify {folder}" + (f" ({', '.join(splits)})" if splits else ""))
     try:
         manifest = load_manifest(folder)
@@ -78,16 +101,23 @@ def _verify(folder: Path, allow_container_diff: bool, splits: tuple[str, ...] | 
         report.problems.append(str(exc))
         return report
     chosen = [e for e in manifest.shards if splits is None or e.split in splits]
-    _check_extras(folder, manifest, report)
+    if fetch is None:  # a cache folder holds what was fetched, not the whole folder
+        _check_extras(folder, manifest, report)
     _check_rois(manifest, report)
     provenance: list[ShardData] = []
     for entry in chosen:
-        data = _check_shard(manifest, entry, report, allow_container_diff)
+        data = _check_fetched(manifest, entry, report, allow_container_diff, fetch)
         if data is not None:
             # the audit needs coordinates only: dropping the pixels keeps memory to one shard
             provenance.append(dataclasses.replace(data, images=data.images[:0]))
+    before = len(report.problems)
     _check_counts(manifest, report)
     _check_fingerprint(manifest, report)
+    # the card is compared once the shards and the manifest pass: else it only repeats their damage
+    comparable = len(provenance) == len(chosen) and len(report.problems) == before
+    problems, notes = check_card(manifest, splits, comparable=comparable)
+    report.problems += problems
+    report.notes += notes
     if len(provenance) == len(chosen):
         report.problems += audit_leakage(manifest, provenance)
         covered = "" if splits is None else f" (among {', '.join(splits)})"
@@ -136,6 +166,23 @@ def _check_rois(manifest: Manifest, report: Report) -> None:
             report.problems.append(
                 f"{record.roi}: tissue mask of {record.id} differs from the manifest; pull or extract again"
             )
+
+
+def _check_fetched(
+    manifest: Manifest,
+    entry: ShardEntry,
+    report: Report,
+    allow_container_diff: bool,
+    fetch: Fetch | None,
+) -> ShardData | None:
+    if fetch is None:
+        return _check_shard(manifest, entry, report, allow_container_diff)
+    try:
+        with fetch(entry):
+            return _check_shard(manifest, entry, report, allow_container_diff)
+    except IntegrityError as exc:
+        report.problems.append(str(exc))
+        return None
 
 
 def _check_shard(
@@ -187,11 +234,16 @@ def _unreadable(entry: ShardEntry, path: Path, exc: IntegrityError) -> str:
 
 
 def _check_fingerprint(manifest: Manifest, report: Report) -> None:
-    recomputed = fingerprint(manifest.class_names, manifest.shards)
+    recomputed = fingerprint(
+        manifest.class_names,
+        manifest.shards,
+        manifest.params.to_dict(),
+        manifest.format_version,
+    )
     if recomputed != manifest.fingerprint:
         report.problems.append(
-            f"manifest: fingerprint {manifest.fingerprint[:16]}... does not match its shard entries "
-            f"({recomputed[:16]}...): the manifest was edited; pull or extract it again"
+            f"manifest: fingerprint {manifest.fingerprint[:16]}... does not match its params and "
+            f"shard entries ({recomputed[:16]}...): the manifest was edited; pull or extract it again"
         )
 
 
@@ -256,6 +308,13 @@ def verify_rebuild(folder: Path, params: Params, *, workers: int = 1) -> Report:
     try:
         manifest = load_manifest(folder)
     except IntegrityError:
+        return report
+    if manifest.format_version != FORMAT_VERSION:
+        report.problems.append(
+            f"{folder}: written in format {manifest.format_version}, this patchpack extracts format "
+            f"{FORMAT_VERSION} (what changed: docs/format.md); its hashes are checked above; to "
+            f"rebuild it install the patchpack that wrote it ({manifest.patchpack})"
+        )
         return report
     scratch = _scratch(folder)
     try:

@@ -27,7 +27,7 @@ from patchpack.dataset.containment import contained, dvc_cache_objects
 from patchpack.dataset.envelope import annotated_environment, current_environment
 from patchpack.dataset.io import manifest_json, write_json_atomic
 from patchpack.dataset.manifest_records import _DIGEST, ShardEntry, SplitCount
-from patchpack.dataset.shards import FORMAT_VERSION, ShardLayout
+from patchpack.dataset.shards import FORMAT_VERSION, READABLE_FORMATS, ShardLayout
 from patchpack.dataset.sources import COUNT, HEX64, SourceRecord
 from patchpack.errors import ConfigError, IntegrityError
 from patchpack.params import SPLITS, DatasetParams
@@ -89,7 +89,7 @@ class Manifest:
             sources=tuple(sources),
             counts=dict(counts),
             shards=tuple(shards),
-            fingerprint=fingerprint(class_names, shards),
+            fingerprint=fingerprint(class_names, shards, params.to_dict()),
             environment=dict(environment if environment is not None else current_environment()),
             patchpack=__version__,
         )
@@ -111,6 +111,7 @@ class Manifest:
             split=entry.split,
             class_names=self.class_names,
             masks=self.params.extract.targets == "mask",
+            format_version=self.format_version,
         )
 
     def shard_path(self, entry: ShardEntry) -> Path:
@@ -214,12 +215,29 @@ def load_manifest(folder: str | Path) -> Manifest:
     return Manifest.from_json(text, origin=str(path), folder=folder)
 
 
-def fingerprint(class_names: Sequence[str], shards: Sequence[ShardEntry]) -> str:
-    """The dataset's identity: sha256 over class names and each shard's path, count and content hash.
+# shards.* params that decide only the HDF5 container's bytes, never the content: not fingerprinted
+CONTAINER_PARAMS = ("chunk_patches", "compression", "level")
 
-    It depends on pixels and provenance only, not on compression or the HDF5 container's bytes.
+
+def fingerprint(
+    class_names: Sequence[str],
+    shards: Sequence[ShardEntry],
+    params: Mapping[str, Any] | None,
+    format_version: int = FORMAT_VERSION,
+) -> str:
+    """The dataset's identity: sha256 over the format, class names, the params that decide the
+    content (from format 3: all but the container's, :data:`CONTAINER_PARAMS`) and each shard's
+    path, count and content hash.
+
+    It depends on pixels, provenance and params only, not on compression or the HDF5 container's
+    bytes. Format 2 did not cover the params: ``params`` is ignored for it.
     """
-    lines: list[Any] = [FORMAT_VERSION, list(class_names)]
+    lines: list[Any] = [format_version, list(class_names)]
+    if format_version >= 3:
+        content = {key: value for key, value in (params or {}).items() if key != "shards"}
+        packing = dict((params or {}).get("shards", {}))
+        content["shards"] = {k: v for k, v in packing.items() if k not in CONTAINER_PARAMS}
+        lines.append(content)
     lines += [[s.path, s.patches, s.content_sha256] for s in shards]
     return hashlib.sha256(manifest_json(lines).encode()).hexdigest()
 
@@ -242,9 +260,10 @@ class _Parser:
     def manifest(self, raw: object, folder: Path | None) -> Manifest:
         top = self.reader.mapping(raw, "manifest")
         version = top.get("format_version")
-        if version != FORMAT_VERSION:
+        if isinstance(version, bool) or version not in READABLE_FORMATS:
+            readable = " and ".join(str(v) for v in READABLE_FORMATS)
             raise IntegrityError(
-                f"{self.origin}: format version {version!r}, this patchpack reads {FORMAT_VERSION}; "
+                f"{self.origin}: format version {version!r}, this patchpack reads {readable}; "
                 f"regenerate with `patchpack extract` or install the matching patchpack"
             )
         top = self.record(_Top, raw, "manifest").__dict__
@@ -264,6 +283,7 @@ class _Parser:
             fingerprint=top["fingerprint"],
             environment=self.environment(top["environment"]),
             patchpack=top["patchpack"],
+            format_version=version,
             folder=folder,
         )
 

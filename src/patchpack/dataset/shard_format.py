@@ -5,7 +5,7 @@ A shard is one HDF5 file, ``<split>/shard-NNNNN.h5``, holding ``n`` patches of o
 ==============  ======================  ====================================================
 dataset         dtype, shape            meaning
 ==============  ======================  ====================================================
-images          uint8 (n, h, w, c)      the patches, chunked by ``chunk_patches`` rows
+images          uint8 (n, h, w, c)      the patches, in chunks of about 1 MiB
 labels          int32 (n,)              index into the ``class_names`` attribute
 sources         bytes (n,)              id (relative POSIX path, UTF-8) of each patch's source
 source_index    int32 (n,)              number of the patch's source among this shard's sources
@@ -17,13 +17,13 @@ masks           uint8 (n, h, w)         with ``extract.targets: mask`` only: the
                                         each pixel, cut at the same coordinates as the images
 ==============  ======================  ====================================================
 
-Every dataset has the patch count as its first dimension (format 2), so generic HDF5 readers (such
-as Hugging Face ``datasets``) see one row per patch. A patch covers ``patch_size * downsample``
+Every dataset has the patch count as its first dimension, so generic HDF5 readers (such as Hugging
+Face ``datasets``) see one row per patch. A patch covers ``patch_size * downsample``
 level-0 pixels from ``coords``, where ``downsample`` is its level's (recorded per source in the
 manifest), so it can always be found again in the slide.
 
-File attributes: ``format_version`` (int), ``class_names`` (JSON list), ``split``, ``patch_size``,
-``channels``. Nothing in a shard depends on its position among the other shards or on sources that
+File attributes: ``format_version`` (int), ``class_names`` (a list of strings; format 2 stored one
+JSON string), ``split``, ``patch_size``, ``channels``. Nothing in a shard depends on its position among the other shards or on sources that
 are not in it, so adding an image to a dataset leaves the bytes of unrelated shards unchanged.
 
 The writer and the reader are :mod:`patchpack.dataset.shards`.
@@ -44,7 +44,11 @@ import numpy as np
 from patchpack.dataset.io import content_hash_json
 from patchpack.errors import ConfigError, IntegrityError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Formats this patchpack reads (and verifies); it writes FORMAT_VERSION only. Format 3: class_names is a
+# list of strings, chunks are sized in bytes, each (image, split) draws its patches in segments of
+# their own streams, and the fingerprint covers the params.
+READABLE_FORMATS = (2, 3)
 SHARD_GLOB = "shard-*.h5"
 ARRAYS = ("images", "labels", "sources", "source_index", "patch_index", "coords", "levels")
 
@@ -52,6 +56,17 @@ ARRAYS = ("images", "labels", "sources", "source_index", "patch_index", "coords"
 def shard_name(index: int) -> str:
     """The file name of shard number ``index``: ``shard-00003.h5``."""
     return f"shard-{index:05d}.h5"
+
+
+def class_names_of(value: Any) -> list[str] | None:
+    """The ``class_names`` attribute as a list of strings: a list (format 3) or a JSON string
+    (format 2); ``None`` when it is neither."""
+    value = _plain(value)
+    if isinstance(value, str):
+        value = _json_or_none(value)
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return value
+    return None
 
 
 def compression_options(compression: str, level: int) -> dict[str, Any]:
@@ -168,6 +183,7 @@ class ShardLayout:
     split: str
     class_names: tuple[str, ...]
     masks: bool = False
+    format_version: int = FORMAT_VERSION
 
     def arrays(self) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
         n, side = self.patches, self.patch_size
@@ -208,7 +224,7 @@ class ShardLayout:
         ):
             raise _damaged(path, f"it has no source for each of its {self.patches} patches")
         wanted = {
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "split": self.split,
             "patch_size": self.patch_size,
             "channels": self.channels,
@@ -216,8 +232,8 @@ class ShardLayout:
         }
         for key, value in wanted.items():
             got = _plain(h5.attrs.get(key))
-            if key == "class_names" and isinstance(got, str):
-                got = _json_or_none(got)
+            if key == "class_names" and self.format_version == 2 and isinstance(got, str):
+                got = _json_or_none(got)  # format 2 stored the list as one JSON string
             if got != value:
                 raise _damaged(path, f"attribute {key} is {got!r}, the manifest says {value!r}")
 
@@ -258,8 +274,12 @@ def _json_or_none(text: str) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    """An attribute as plain Python: str for bytes, int for NumPy scalars, a list of str for an
+    array of strings (how h5py returns a list attribute)."""
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU" and value.ndim == 1:
+        return [item.decode() if isinstance(item, bytes) else item for item in value.tolist()]
     return value

@@ -11,7 +11,6 @@ temporary name beside the final one and renamed when closed.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,25 +22,32 @@ from patchpack.dataset.io import write_bytes_atomic
 from patchpack.dataset.shard_format import (
     ARRAYS,
     FORMAT_VERSION,
+    READABLE_FORMATS,
     SHARD_GLOB,
     ShardData,
     ShardLayout,
     ShardMismatch,
     _damaged,
     _plain,
+    class_names_of,
     compression_options,
     shard_name,
 )
 from patchpack.errors import IntegrityError
+from patchpack.params import CHUNK_BYTES, chunk_rows
 
 __all__ = [
     "ARRAYS",
+    "CHUNK_BYTES",
     "FORMAT_VERSION",
+    "READABLE_FORMATS",
     "SHARD_GLOB",
     "ShardData",
     "ShardLayout",
     "ShardMismatch",
     "ShardReader",
+    "chunk_rows",
+    "class_names_of",
     "compression_options",
     "read_shard",
     "shard_bytes",
@@ -67,7 +73,9 @@ def _distinct(rows: np.ndarray, index: np.ndarray, path: Path) -> tuple[str, ...
 _memory_files = itertools.count()
 
 
-def shard_bytes(data: ShardData, *, chunk_patches: int, compression: str, level: int) -> bytes:
+def shard_bytes(
+    data: ShardData, *, chunk_patches: int | None, compression: str, level: int
+) -> bytes:
     """The bytes of the HDF5 file holding ``data``, built in memory (HDF5's core driver).
 
     HDF5 itself never touches the disk, so a full disk or a file size limit surfaces as an ordinary
@@ -85,7 +93,8 @@ def shard_bytes(data: ShardData, *, chunk_patches: int, compression: str, level:
         for key in sorted(data.attrs):
             h5.attrs[key] = data.attrs[key]
         n = len(data)
-        chunks = (max(1, min(chunk_patches, n)), *data.images.shape[1:])
+        rows = chunk_rows(chunk_patches, int(np.prod(data.images.shape[1:])))
+        chunks = (max(1, min(rows, n)), *data.images.shape[1:])
         h5.create_dataset("images", data=data.images, chunks=chunks, track_times=False, **options)
         h5.create_dataset("labels", data=data.labels, track_times=False)
         # fixed-length UTF-8 bytes, chunked and compressed like the images: a source id repeats on
@@ -110,7 +119,7 @@ def write_shard(
     path: Path,
     data: ShardData,
     *,
-    chunk_patches: int,
+    chunk_patches: int | None,
     compression: str,
     level: int,
 ) -> None:
@@ -173,7 +182,12 @@ class ShardReader:
                 layout.check_file(self._h5, self.path)
             self._images = self._h5["images"]
             self._labels: np.ndarray = self._h5["labels"][()]
-            self.class_names: list[str] = json.loads(self._h5.attrs["class_names"])
+            names = class_names_of(self._h5.attrs.get("class_names"))
+            if names is None:
+                raise IntegrityError(
+                    f"{self.path}: attribute class_names is not a list of names; run patchpack verify"
+                )
+            self.class_names: list[str] = names
             if layout is not None:
                 index = self._h5["source_index"][()]
                 layout.check_values(self._labels, index, self._h5["sources"].shape[0], self.path)

@@ -45,17 +45,21 @@ from patchpack.dataset.plan.regions import (
 )
 from patchpack.dataset.plan.sampling import (
     DRAW_BATCH,
+    SEGMENT,
     Pixels,
     WindowStds,
     draw_coords,
     patch_splits,
     sample_image,
+    segmented,
+    segments_of,
 )
 from patchpack.dataset.plan.splits import MAX_BLOCKS, check_splits, plan_images, split_counts
 
 __all__ = [
     "DRAW_BATCH",
     "MAX_BLOCKS",
+    "SEGMENT",
     "STREAM_BLOCKS",
     "STREAM_PATCHES",
     "STREAM_SPLIT",
@@ -81,5 +85,7 @@ __all__ = [
     "positions",
     "region_splits",
     "sample_image",
+    "segmented",
+    "segments_of",
     "split_counts",
 ]
