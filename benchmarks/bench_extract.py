@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from _harness import benchmark, folder_bytes, ratio, run_fresh, table, timed
+from _harness import benchmark, folder_bytes, interleaved, ratio, run_fresh, table, timed
 from patchpack.dataset.extract import extract
 from patchpack.dataset.io import file_sha256
 from patchpack.dataset.plan import cut_shards, plan_images, split_counts
@@ -160,6 +160,42 @@ def peak_rss_mb(source: Path, per_image: int, out: Path) -> float:
     return run_fresh([sys.executable, "-c", code]).peak_rss_bytes / 2**20
 
 
+def fixed_cost(root: Path, source: Path, per_image: int, repeats: int = 3) -> None:
+    """What a ``patchpack extract`` process spends outside the per-patch work: the CLI's wall time
+    (interpreter, imports, environment envelope, exit) less a warm ``extract()`` of the same params
+    in this process (its modules loaded, its first run done), fastest of ``repeats`` of each, run in
+    turns."""
+    path = root / "fixed-params.yaml"
+    path.write_text(
+        f"source: {{dir: {str(source)!r}}}\nextract: {{per_image: {per_image}, min_std: 2.0}}\n"
+    )
+    params = demo_params(source, per_image)
+    extract(params, out=root / "fixed-warmup")
+    outs = iter(range(10**6))
+
+    def cli() -> float:
+        out = root / f"fixed-cli-{next(outs)}"
+        command = [*_patchpack_command(), "extract", "--params", str(path), "--out", str(out)]
+        return run_fresh(command).seconds
+
+    def warm() -> float:
+        return timed(lambda: extract(params, out=root / f"fixed-warm-{next(outs)}"))[1]
+
+    runs = interleaved({"cli": cli, "warm": warm}, repeats)
+    best_cli, best_warm = min(runs["cli"]), min(runs["warm"])
+    print(
+        f"\nfixed cost of a `patchpack extract` process: {best_cli:.2f} s from the command line, "
+        f"{best_warm:.2f} s warm in one process: {best_cli - best_warm:.2f} s outside the per-patch "
+        f"work (target at most 0.35; fastest of {repeats} each, in turns)"
+    )
+
+
+def _patchpack_command() -> list[str]:
+    """The ``patchpack`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "patchpack"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "patchpack.cli"]
+
+
 def measure(root: Path, per_image: int, workers: int) -> None:
     """Both tables and the peak memory, from the demo photographs exported into ``root``."""
     source = root / "demo"
@@ -194,6 +230,7 @@ def measure(root: Path, per_image: int, workers: int) -> None:
     print("\nstorage only (the same patches already in memory):")
     report(stored)
     print("(speed and size are ratios against the PNG baseline, measured in this run)")
+    fixed_cost(root, source, per_image)
     small = peak_rss_mb(source, per_image // 4, root / "rss-small")
     large = peak_rss_mb(source, per_image, root / "rss-large")
     print(

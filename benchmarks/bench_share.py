@@ -10,10 +10,19 @@ Usage::
     python benchmarks/bench_share.py                      # the demo, 800 patches per image (6400)
     python benchmarks/bench_share.py --per-image 400      # params.yaml's value: 3200 patches
     python benchmarks/bench_share.py --data data/patches  # an extracted dataset
+    python benchmarks/bench_share.py --stream             # reading without pulling (below)
 
 Prints both times per direction, the totals and the ratio (PNG time / shard time). When it extracts
 the demo itself, it then adds one image to one class (a mirrored copy of one photograph), extracts
 again, pushes, and counts the shards whose sha256 is new and the objects and bytes ``dvc push`` uploaded.
+
+``--stream`` measures reading without pulling instead, in one run, through a byte-counting proxy in
+front of the loopback server: time to the first training batch (a fresh process: import, open,
+first batch) when ``open_dataset(..., remote=True)`` streams the shards, against ``dvc pull`` of
+the whole dataset followed by the same first batch from the pulled folder; then the bytes moved for
+one epoch of the train split, streamed, against the split's and the dataset's bytes. Each streamed
+read starts from an empty shard cache. It runs with the default shuffle buffer (the first batch
+needs every shard of the first group) and with ``--stream-buffer`` patches (default 512).
 """
 
 from __future__ import annotations
@@ -36,7 +45,29 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from patchpack.dataset.manifest import load_manifest  # noqa: E402
 from patchpack.dataset.shards import read_shard  # noqa: E402
-from support.s3server import MotoS3, moto_server, subprocess_env  # noqa: E402  (a test helper, found via sys.path)
+from support.s3server import (  # noqa: E402  (a test helper, found via sys.path)
+    CountingProxy,
+    MotoS3,
+    moto_server,
+    subprocess_env,
+)
+
+# Run in a fresh process: open the dataset (pulled, or on its remote), time the first batch of a
+# train epoch and the whole epoch from the process's start; print them as JSON.
+FIRST_BATCH = """
+import json, sys, time
+start = time.perf_counter()
+import patchpack
+mode, buffer, cache = sys.argv[1:4]
+where = {} if mode == "pulled" else {"remote": True, "cache_dir": cache}
+options = {} if buffer == "default" else {"shuffle_buffer": int(buffer)}
+with patchpack.open_dataset("data/patches", **where) as dataset:
+    batches = dataset.split("train").batches(64, seed=0, **options)
+    next(batches)
+    first = time.perf_counter() - start
+    count = 1 + sum(1 for _ in batches)
+print(json.dumps({"first_s": first, "epoch_s": time.perf_counter() - start, "batches": count}))
+"""
 
 
 def extract_into(work: Path, out: Path, env: dict[str, str]) -> None:
@@ -177,6 +208,105 @@ def measure(data: Path | None, per_image: int) -> dict[str, object]:
     return figures
 
 
+def first_batch(partner: Path, env: dict[str, str], mode: str, buffer: str) -> dict[str, float]:
+    """Time the first batch (and the epoch) of the train split in a fresh process."""
+    import json
+    import uuid
+
+    cache = partner.parent / f"cache-{uuid.uuid4().hex[:8]}"
+    done = run_fresh([sys.executable, "-c", FIRST_BATCH, mode, buffer, str(cache)], partner, env)
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def stream_owner(work: Path, env: dict[str, str], endpoint: str, per_image: int) -> Path:
+    """A DVC project holding the extracted demo in ``data/patches`` (``dvc add``), pushed."""
+    import uuid
+
+    dataset = extract_demo(work, env, per_image)
+    owner = work / "stream-owner"
+    owner.mkdir()
+    for args in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        run_fresh(args, owner, env)
+    (owner / "data").mkdir()
+    shutil.copytree(dataset, owner / "data" / "patches")
+    run_fresh(["dvc", "add", "data/patches"], owner, env)
+    bucket = f"patchpack-stream-{uuid.uuid4().hex[:8]}"
+    remote = ["s3", f"s3://{bucket}/stream", "--endpoint-url", endpoint, "--create-bucket"]
+    patchpack("remote", *remote, cwd=owner, env=env)
+    run_fresh(["dvc", "push"], owner, env)
+    run_fresh(["git", "add", "-A"], owner, env)
+    run_fresh(["git", "commit", "-q", "-m", "dataset"], owner, env)
+    return owner
+
+
+def measure_stream(per_image: int, buffer: int) -> dict[str, object]:
+    """Streamed first batch against pull + first batch, and the bytes of one streamed epoch."""
+    server = moto_server()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp,
+        CountingProxy(server.endpoint) as proxy,
+    ):
+        work = Path(tmp)
+        env = subprocess_env(work / "home")
+        owner = stream_owner(work, env, server.endpoint, per_image)
+        manifest = load_manifest(owner / "data" / "patches")
+        sizes = {
+            e.path: (owner / "data" / "patches" / e.path).stat().st_size for e in manifest.shards
+        }
+
+        def partner(name: str) -> Path:
+            target = work / name
+            run_fresh(["git", "clone", "-q", str(owner), str(target)], work, env)
+            modify = ["dvc", "remote", "modify", "--local", "storage", "endpointurl"]
+            run_fresh([*modify, proxy.endpoint], target, env)
+            return target
+
+        def moved(since: int) -> int:
+            return sum(size for method, _, size, _ in proxy.requests[since:] if method == "GET")
+
+        pulled = partner("pulled")
+        mark = len(proxy.requests)
+        pull_s = run_fresh(["dvc", "pull"], pulled, env).seconds
+        pull_bytes = moved(mark)
+        rows = {"pulled": first_batch(pulled, env, "pulled", "default")}
+        rows["pulled"].update(pull_s=pull_s, bytes=pull_bytes)
+        streamed = partner("streamed")
+        for label, size in (("streamed", "default"), (f"streamed, buffer {buffer}", str(buffer))):
+            mark = len(proxy.requests)
+            rows[label] = first_batch(streamed, env, "remote", size)
+            rows[label].update(pull_s=0.0, bytes=moved(mark))
+    train = sum(size for path, size in sizes.items() if path.startswith("train/"))
+    print(
+        f"{sum(e.patches for e in manifest.shards)} patches in {len(sizes)} shards "
+        f"({sum(sizes.values()) / 1e6:.2f} MB; train {train / 1e6:.2f} MB), loopback S3 (moto) "
+        f"behind a counting proxy, {os.cpu_count()} CPUs"
+    )
+    base = rows["pulled"]["pull_s"] + rows["pulled"]["first_s"]
+    print(
+        table(
+            [
+                (
+                    label,
+                    f"{row['pull_s']:.2f}",
+                    f"{row['pull_s'] + row['first_s']:.2f}",
+                    ratio(base, row["pull_s"] + row["first_s"], 1),
+                    f"{row['epoch_s']:.2f}",
+                    f"{row['bytes'] / 1e6:.2f}",
+                )
+                for label, row in rows.items()
+            ],
+            ("way", "pull s", "first batch s", "vs pull", "epoch s", "MB moved"),
+        )
+    )
+    print(
+        "first batch s counts from the start of the pull (pulled) or of the process (streamed); "
+        "MB moved: everything the proxy served (the pull: the whole dataset; streamed: listing, "
+        "manifest and the train split's shards for one epoch)"
+    )
+    return {"rows": rows, "dataset_bytes": sum(sizes.values()), "train_bytes": train}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -191,7 +321,19 @@ def main() -> None:
         help="patches per demo image (default: 800, 6400 patches)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--stream", action="store_true", help="measure reading without pulling instead"
+    )
+    parser.add_argument(
+        "--stream-buffer",
+        type=int,
+        default=512,
+        help="with --stream: the smaller shuffle buffer also measured (patches, default 512)",
+    )
     args = parser.parse_args()
+    if args.stream:
+        benchmark(lambda: measure_stream(args.per_image, args.stream_buffer), args.json)
+        return
     benchmark(lambda: measure(args.data, args.per_image), args.json)
 
 

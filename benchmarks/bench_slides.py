@@ -1,7 +1,8 @@
-"""Slide benchmark: peak memory against slide size, and patchpack against histolab and TIAToolbox.
+"""Slide benchmark: peak memory against slide size, patchpack against histolab, TIAToolbox and
+pyvips, and every workload against the per-core floor measured in the same run.
 
     python benchmarks/bench_slides.py [--quick] [--json out.json] [--repeats N] [--sides N N N]
-                                      [--peer-python PY] [--tia-python PY]
+                                      [--peer-python PY] [--tia-python PY] [--vips-python PY]
 
 1. Memory is flat in slide size: ``patchpack extract`` (the CLI, in a child process) takes the same
    number of random 256x256 tissue patches at level 0 from demo slides of growing side; the peak
@@ -11,7 +12,14 @@
    level 0, patchpack into zstd HDF5 shards, histolab's ``RandomTiler`` and TIAToolbox's patch
    extractor one PNG file per patch, each with its own tissue detection (see ``_peers.py``). Patches
    per second, bytes and allocated bytes (``st_blocks * 512``) on disk, and the ratios against
-   histolab, all measured in this run.
+   histolab, all measured in this run. pyvips (libvips, ``pip install patchpack[bench]``) crops
+   the very corners patchpack drew, into memory and into one PNG file per patch: a tiler with no
+   tissue detection, no checks and no container, the speed of reading tiles.
+3. Against the floor (``_floor.py``): the primitives this workload cannot avoid (each distinct tile
+   decoded once, the std sums, the hashes, zstd-3 into HDF5, the source file's hash), timed here on
+   one core; ``patchpack extract`` from the command line (interpreter, imports and exit included) and
+   ``extract()`` run a second time in one process (warm), the fastest of ``--repeats`` runs of each,
+   in turns, and every tool of the comparison, as fractions of it.
 
 The demo slides (``patchpack sources --slide``) are written once into ``.bench/slides/`` (ignored by
 git), under a name that carries a hash of the code that draws them, so a changed drawing is rewritten.
@@ -50,9 +58,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from _harness import folder_bytes, ratio, run_fresh, session, table, timed, write_json
+from _floor import Floor, measure_floor
+from _harness import folder_bytes, interleaved, ratio, run_fresh, session, table, timed, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench"
@@ -248,7 +258,7 @@ def memory_row(source: Path, patches: int, work: Path, repeats: int) -> MemoryRo
     )
 
 
-def timed_extract(params_path: str, out: str) -> None:
+def timed_extract(params_path: str, out: str, warm_out: str = "") -> None:
     """Child side of the comparison: print the JSON line ``_peers.py`` describes, for patchpack.
 
     ``seconds`` is ``extract()`` end to end (catalog and file hash, tissue mask, plan, shards,
@@ -261,11 +271,16 @@ def timed_extract(params_path: str, out: str) -> None:
         The params file from :func:`write_params`.
     out : str
         The dataset folder to write.
+    warm_out : str, optional
+        With a folder: extract once more into it, in the same process, and print only
+        ``{"warm_seconds": ...}``, the time of that second run.
     """
     # extract() imports these lazily, inside the clock; every peer library is imported before its
-    # clock starts, so these are too.
+    # clock starts, so these are too (patchpack imports no zarr at all)
+    import imagecodecs  # noqa: F401
     import scipy.ndimage  # noqa: F401
     import skimage.filters  # noqa: F401
+    import tifffile  # noqa: F401
 
     import patchpack
     from patchpack.dataset.extract import extract
@@ -282,6 +297,10 @@ def timed_extract(params_path: str, out: str) -> None:
             mask_job(MaskJob(source, params.source.max_megapixels))
 
     _, mask_seconds = timed(masks)
+    if warm_out:
+        _, warm = timed(lambda: extract(params, out=Path(warm_out)))
+        print(json.dumps({"warm_seconds": warm}))
+        return
     result = {
         "tool": "patchpack",
         "version": patchpack.__version__,
@@ -292,14 +311,25 @@ def timed_extract(params_path: str, out: str) -> None:
     print(json.dumps(result))
 
 
-def patchpack_run(slide: Path, count: int, out: Path) -> list[str]:
+def patchpack_run(slide: Path, count: int, out: Path, warm_out: str = "") -> list[str]:
     """The command for one timed patchpack run (``timed_extract`` in a fresh interpreter)."""
     params = write_params(out.parent, slide.parent.parent, count)
     code = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-        f"from bench_slides import timed_extract; timed_extract({str(params)!r}, {str(out)!r})"
+        f"from bench_slides import timed_extract; "
+        f"timed_extract({str(params)!r}, {str(out)!r}, {warm_out!r})"
     )
     return [sys.executable, "-c", code]
+
+
+def vips_run(python: Path, slide: Path, corners: Path, store: str, out: Path) -> list[str]:
+    """The command for one timed pyvips run: crops at patchpack's corners (see ``_peers.py``)."""
+    count = len(json.loads(corners.read_text()))
+    return [
+        *peer_run(python, "pyvips", slide, count, out),
+        f"--corners={corners}",
+        f"--store={store}",
+    ]
 
 
 def peer_run(python: Path, tool: str, slide: Path, count: int, out: Path) -> list[str]:
@@ -365,12 +395,16 @@ def measure_tool(
     return dataclasses.replace(fastest, peak_rss=max(run.peak_rss for run in runs))
 
 
-def compare(sizes: Sizes, args: argparse.Namespace, work: Path) -> list[ToolRow]:
-    """patchpack, histolab and TIAToolbox on the same slide: one row per tool that ran."""
+def compare(sizes: Sizes, args: argparse.Namespace, work: Path, corners: Path) -> list[ToolRow]:
+    """patchpack, histolab, TIAToolbox and pyvips on the same slide: one row per tool that ran
+    (pyvips crops the corners patchpack drew, in ``corners``)."""
     slide = slide_file(demo_slide(sizes.compare_side))
     count = sizes.compare_patches
+    vips = args.vips_python
     tools: list[tuple[str, Path | None, Callable[[Path], list[str]]]] = [
         ("patchpack (zstd HDF5)", None, lambda out: patchpack_run(slide, count, out)),
+        ("pyvips crops (memory)", vips, lambda out: vips_run(vips, slide, corners, "memory", out)),
+        ("pyvips crops (PNG)", vips, lambda out: vips_run(vips, slide, corners, "png", out)),
         (
             "histolab RandomTiler (PNG)",
             args.peer_python,
@@ -394,6 +428,95 @@ def compare(sizes: Sizes, args: argparse.Namespace, work: Path) -> list[ToolRow]
         if row.patches != count:
             print(f"note: {row.label} wrote {row.patches} patches, not {count}")
     return rows
+
+
+def drawn_patches(sizes: Sizes, work: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """patchpack's patches of the comparison, extracted once here: a JSON file of their level-0
+    corners (for pyvips), the corners (n, 2) and the pixels (n, size, size, 3)."""
+    from patchpack.dataset.extract import extract
+    from patchpack.dataset.shards import read_shard
+    from patchpack.params import load_params
+
+    source = demo_slide(sizes.compare_side)
+    folder = Path(tempfile.mkdtemp(prefix="drawn-", dir=work))
+    manifest = extract(
+        load_params(write_params(folder, source, sizes.compare_patches)), out=folder / "out"
+    )
+    shards = [read_shard(folder / "out" / shard.path) for shard in manifest.shards]
+    corners = np.concatenate([shard.coords for shard in shards])
+    pixels = np.concatenate([shard.images for shard in shards])
+    path = work / "corners.json"
+    path.write_text(json.dumps(corners.tolist()))
+    shutil.rmtree(folder)
+    return path, corners, pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class FloorRow:
+    """One workload's rate against the floor measured in the same run."""
+
+    label: str
+    rate: float  # patches per second
+    fraction: float  # of the floor
+
+
+def against_floor(
+    sizes: Sizes, work: Path, corners: np.ndarray, pixels: np.ndarray, rows: list[ToolRow]
+) -> tuple[Floor, list[FloorRow]]:
+    """The floor, patchpack from the command line and warm (the fastest of ``sizes.repeats``
+    each, in turns, so that a busy moment slows all three alike), and every tool of the comparison,
+    as fractions of the floor."""
+    slide = slide_file(demo_slide(sizes.compare_side))
+    count = sizes.compare_patches
+    runs = iter(range(10**6))
+
+    def cli() -> float:
+        folder = Path(tempfile.mkdtemp(prefix=f"cli-{next(runs)}-", dir=work))
+        params = write_params(folder, slide.parent.parent, count)
+        warm(slide)
+        command = [
+            *patchpack_command(),
+            "extract",
+            "--params",
+            str(params),
+            "--out",
+            str(folder / "out"),
+        ]
+        seconds = run_fresh(command, ROOT).seconds
+        shutil.rmtree(folder)
+        return seconds
+
+    def warm_run() -> float:
+        folder = Path(tempfile.mkdtemp(prefix=f"warm-{next(runs)}-", dir=work))
+        warm(slide)
+        command = patchpack_run(slide, count, folder / "a", warm_out=str(folder / "b"))
+        seconds = float(
+            json.loads(run_fresh(command, ROOT).stdout.strip().splitlines()[-1])["warm_seconds"]
+        )
+        shutil.rmtree(folder)
+        return seconds
+
+    def floor_run() -> float:
+        floors.append(measure_floor(slide, corners, pixels, candidates=len(corners)))
+        return floors[-1].seconds
+
+    floors: list[Floor] = []
+    timings = interleaved({"floor": floor_run, "cli": cli, "warm": warm_run}, sizes.repeats)
+    floor = min(floors, key=lambda measured: measured.seconds)
+    table_rows = [
+        FloorRow("patchpack extract, command line", count / min(timings["cli"]), 0.0),
+        FloorRow("patchpack extract(), warm process", count / min(timings["warm"]), 0.0),
+        *(FloorRow(row.label, row.rate, 0.0) for row in rows),
+    ]
+    return floor, [dataclasses.replace(row, fraction=row.rate / floor.rate) for row in table_rows]
+
+
+def print_floor(floor: Floor, rows: list[FloorRow]) -> None:
+    """Print the floor and each workload's fraction of it."""
+    print(floor.describe())
+    cells = [(row.label, f"{row.rate:,.1f}", f"{row.fraction:.2f}") for row in rows]
+    print(table(cells, ("workload", "patches/s", "of floor")))
+    print("(targets: the command line at least 0.6 of the floor, a warm process 0.8)")
 
 
 def print_memory(rows: list[MemoryRow]) -> dict[str, float]:
@@ -486,6 +609,13 @@ def parse_args() -> argparse.Namespace:
         help="interpreter with tiatoolbox; it needs numpy 2, histolab numpy <= 1.24 (default: %(default)s)",
     )
     parser.add_argument(
+        "--vips-python",
+        type=Path,
+        default=Path(sys.executable),
+        help="interpreter with pyvips and pyvips-binary (default: this one, `pip install "
+        "patchpack[bench]`)",
+    )
+    parser.add_argument(
         "--repeats", type=int, help="runs per measurement (default 2, 1 with --quick)"
     )
     parser.add_argument(
@@ -543,7 +673,9 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="bench-slides-", dir=CACHE) as scratch:
         work = Path(scratch)
         memory = [memory_row(s, sizes.memory_patches, work, sizes.repeats) for s in sources]
-        rows = compare(sizes, args, work)
+        corners_file, corners, pixels = drawn_patches(sizes, work)
+        rows = compare(sizes, args, work, corners_file)
+        floor, floor_rows = against_floor(sizes, work, corners, pixels, rows)
     print(
         f"\n1. peak memory of `patchpack extract`: {sizes.memory_patches} random "
         f"{PATCH_SIZE}x{PATCH_SIZE}x3 tissue patches at level 0 from each demo slide "
@@ -555,7 +687,13 @@ def measure(
         f"{TISSUE:.0%} tissue) at level 0 of the {sizes.compare_side} x {sizes.compare_side} slide "
         f"(fastest of {sizes.repeats} runs)"
     )
-    return memory, memory_ratios, rows, print_compare(rows)
+    compare_ratios = print_compare(rows)
+    print(
+        f"\n3. against the per-core floor of the same {sizes.compare_patches} patches, measured here"
+    )
+    print_floor(floor, floor_rows)
+    compare_ratios.update({f"floor {row.label}": row.fraction for row in floor_rows})
+    return memory, memory_ratios, rows, compare_ratios
 
 
 if __name__ == "__main__":

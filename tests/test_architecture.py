@@ -40,7 +40,7 @@ def module_name(path: Path) -> str:
 
 def wing(module: str) -> str:
     parts = module.split(".")
-    if len(parts) == 1 or parts[1] == "cli":
+    if len(parts) == 1 or parts[1] in ("cli", "torch"):  # patchpack.torch: a public entrance
         return "entrance"
     if parts[1] in WINGS:
         return parts[1]

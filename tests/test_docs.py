@@ -12,6 +12,7 @@ import pytest
 
 from patchpack.params import (
     BaseParams,
+    CardParams,
     DatasetParams,
     ExtractParams,
     LabelParams,
@@ -26,7 +27,7 @@ from patchpack.schema import declared, param, read_fields
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = (BaseParams, SourceParams, ExtractParams, LabelParams, SplitParams, ShardParams,
-            TrainParams, ModelParams)  # fmt: skip
+            TrainParams, ModelParams, CardParams)  # fmt: skip
 
 
 def test_the_committed_params_reference_is_current() -> None:

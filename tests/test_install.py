@@ -51,7 +51,7 @@ def test_core_dependencies_leave_training_and_dask_to_extras() -> None:
         assert name not in core
     extras = project["optional-dependencies"]
     assert {"tensorflow>=2.16", "keras>=3.3"} <= set(extras["train"])
-    assert extras["all"] == ["patchpack[train,cluster]"]
+    assert extras["all"] == ["patchpack[train,cluster,index]"]
 
 
 def test_extract_and_verify_run_with_the_frameworks_blocked(tmp_path: Path) -> None:

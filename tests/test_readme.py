@@ -84,7 +84,8 @@ def listed_verbs(text: str) -> list[str]:
     if "positional arguments:" not in text:
         return []
     listing = text.split("positional arguments:", 1)[1].split("options:", 1)[0]
-    return re.findall(r"^ {4}([a-z][a-z0-9-]*) {2,}\S", listing, re.M)
+    # a verb too long for the help column has its help on the next line
+    return re.findall(r"^ {4}([a-z][a-z0-9-]*)(?: {2,}|\n {5,})\S", listing, re.M)
 
 
 def table_verbs(markdown: str) -> list[str]:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from patchpack.dataset.card import CARD_FILES
 from patchpack.sharing.policy import read_only_policy
 from support.commands import file_digests
 from support.s3server import free_port, moto_server, subprocess_env
@@ -499,7 +500,9 @@ def test_pull_one_split_fetches_only_its_objects(project_a, server, env, tmp_pat
     assert not fetched & (by_split["train"] | by_split["val"])  # ... and no train or val object
     mine = file_digests(partner / "data" / "patches", "md5")
     assert {rel for rel in mine} == {
-        rel for rel in owner_md5 if rel.startswith(("test/", "roi/")) or rel == "manifest.json"
+        rel
+        for rel in owner_md5
+        if rel.startswith(("test/", "roi/")) or rel in ("manifest.json", *CARD_FILES)
     }
     assert all(owner_md5[rel] == md5 for rel, md5 in mine.items())
     assert run(["patchpack", "verify", "--split", "test"], partner, env).returncode == 0

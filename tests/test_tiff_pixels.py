@@ -103,9 +103,19 @@ def test_windows_equal_zarrs_across_levels_strips_and_a_small_cache(tmp_path: Pa
     assert compared == 2 * 300 * (3 + 3 + 1)
     rng = np.random.default_rng(7)
     with TiffReader(pyramid, 3, LIMIT) as small, TiffReader(pyramid, 3, LIMIT) as large:
-        small.TILE_CACHE_BYTES = 2 * 32 * 32 * 3  # two tiles: almost every read decodes again
+        small.tile_cache_bytes = 2 * 32 * 32 * 3  # two tiles: almost every read decodes again
+        decodes = 0
+        decode = small._decode
+
+        def counted(*args):  # type: ignore[no-untyped-def]
+            nonlocal decodes
+            decodes += 1
+            return decode(*args)
+
+        small._decode = counted  # type: ignore[method-assign]
         for y, x, h, w in _random_windows(rng, 300, 420, 400):
             np.testing.assert_array_equal(small.read(0, y, x, h, w), large.read(0, y, x, h, w))
+        assert decodes > 300  # the small cache did decode tiles again and again
 
 
 def test_reading_tiles_does_not_import_zarr(tmp_path: Path) -> None:

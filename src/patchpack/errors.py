@@ -42,3 +42,7 @@ class OutputError(PatchpackError):
 
 class ClusterError(PatchpackError):
     """A Dask cluster cannot be used: unreachable, gone, or a worker in another environment."""
+
+
+class NotPulledError(PatchpackError):
+    """A split the manifest lists is not on disk (a partial pull): pull it before reading it."""

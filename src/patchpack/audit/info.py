@@ -17,6 +17,12 @@ def info(folder: Path) -> str:
     with stable_read(folder):
         manifest = load_manifest(folder)
         on_disk = sum(_size(manifest, entry) for entry in manifest.shards)
+    return info_table(manifest, on_disk)
+
+
+def info_table(manifest: Manifest, stored: int, where: str = "on disk") -> str:
+    """:func:`info`'s table for ``manifest`` whose shards take ``stored`` bytes ``where``."""
+    on_disk = stored
     names = manifest.class_names
     counts = manifest.counts
     width = max(len(name) for name in [*names, "class", "total"])
@@ -36,7 +42,7 @@ def info(folder: Path) -> str:
         f"patches      {patches} of {size}x{size}x{channels}, split mode {params.split.mode}, seed {params.seed}",
         f"labels       {_labels(manifest)}",
         f"shards       {len(manifest.shards)} ({params.shards.compression}, level {params.shards.level})",
-        f"bytes        {on_disk:,} on disk, {raw:,} raw pixels, ratio {on_disk / raw if raw else 0:.3f}",
+        f"bytes        {on_disk:,} {where}, {raw:,} raw pixels, ratio {on_disk / raw if raw else 0:.3f}",
         f"per patch    {on_disk / patches if patches else 0:.0f} bytes",
         f"fingerprint  {manifest.fingerprint}",
     ]

@@ -6,13 +6,16 @@ every class number in its own colour at ``OVERLAY_ALPHA``, unlabelled pixels lef
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from patchpack.dataset.io import atomic_output
-from patchpack.dataset.manifest import load_manifest
+from patchpack.dataset.manifest import ShardEntry, load_manifest
 from patchpack.dataset.shards import ShardReader
 from patchpack.engine.output import stable_read
 from patchpack.errors import SourceError
@@ -31,9 +34,12 @@ PALETTE = np.array(
 )  # fmt: skip
 
 
-def sample_patches(folder: Path, per_cell: int) -> dict[tuple[str, int], np.ndarray]:
+def sample_patches(
+    folder: Path, per_cell: int, open_shard: Callable[[ShardEntry], Any] | None = None
+) -> dict[tuple[str, int], np.ndarray]:
     """Up to ``per_cell`` patches for each (split, label), evenly spaced through the split's rows,
-    with their masks laid over them when the dataset has mask targets.
+    with their masks laid over them when the dataset has mask targets. ``open_shard`` replaces the
+    opening of a shard (a remote read fetches it then).
 
     Returns
     -------
@@ -47,7 +53,12 @@ def sample_patches(folder: Path, per_cell: int) -> dict[tuple[str, int], np.ndar
         for entry in manifest.shards_for(split):
             if all(len(found) >= per_cell for found in picked.values()):
                 break
-            with ShardReader(manifest.shard_path(entry), manifest.layout(entry)) as reader:
+            opened = (
+                ShardReader(manifest.shard_path(entry), manifest.layout(entry))
+                if open_shard is None
+                else open_shard(entry)
+            )
+            with contextlib.closing(opened) as reader:
                 for label, found in picked.items():
                     rows = np.nonzero(reader.labels == label)[0]
                     if len(found) >= per_cell or len(rows) == 0:
@@ -73,13 +84,20 @@ def overlay(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return painted.astype(np.uint8)
 
 
-def contact_sheet(folder: Path, out: Path, *, per_cell: int = 8) -> Path:
-    """Write a contact sheet of the dataset in ``folder`` to the PNG ``out`` (atomically)."""
+def contact_sheet(
+    folder: Path,
+    out: Path,
+    *,
+    per_cell: int = 8,
+    open_shard: Callable[[ShardEntry], Any] | None = None,
+) -> Path:
+    """Write a contact sheet of the dataset in ``folder`` to the PNG ``out`` (atomically);
+    ``open_shard`` as for :func:`sample_patches`."""
     if out.suffix.lower() != ".png":
         raise SourceError(f"{out}: the contact sheet is a PNG; give a path ending in .png")
     with stable_read(folder):
         manifest = load_manifest(folder)
-        samples = sample_patches(folder, per_cell)
+        samples = sample_patches(folder, per_cell, open_shard)
     scale = max(1, -(-CELL // manifest.patch_size))
     side = manifest.patch_size * scale
     group = per_cell * (side + GAP) + 2 * GAP

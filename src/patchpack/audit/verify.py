@@ -115,7 +115,7 @@ def _verify(
     _check_fingerprint(manifest, report)
     # the card is compared once the shards and the manifest pass: else it only repeats their damage
     comparable = len(provenance) == len(chosen) and len(report.problems) == before
-    problems, notes = check_card(manifest, splits, comparable=comparable)
+    problems, notes = check_card(manifest, splits, provenance if comparable else None)
     report.problems += problems
     report.notes += notes
     if len(provenance) == len(chosen):

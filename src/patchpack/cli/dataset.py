@@ -1,5 +1,6 @@
-"""``patchpack sources``, ``extract``, ``verify``, ``info`` and ``preview``: the verbs that make,
-check and show a dataset."""
+"""``patchpack sources``, ``extract``, ``verify``, ``info``, ``card``, ``index`` and ``preview``: the
+verbs that make, check, describe and show a dataset; and ``plugin-path``, the HDF5 filter folder
+that other HDF5 tools need to read zstd shards."""
 
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from patchpack.audit.verify import verify, verify_rebuild
 
+    if _reads_remote(args):
+        return _remote_verb(args)
     splits = tuple(args.split) if args.split else None
     if args.rebuild:
         if splits:
@@ -97,8 +100,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from patchpack.audit.info import info
 
+    if _reads_remote(args):
+        return _remote_verb(args)
     with _dataset_required():
         print(info(Path(args.data)))
+    if Path(args.data).is_dir():  # which committed version it holds, from its bytes
+        from patchpack.sharing.version_info import folder_version
+
+        print(f"version      {folder_version(Path(args.data))}")
     return 0
 
 
@@ -106,6 +115,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from patchpack.audit.preview import contact_sheet, slide_maps
 
     out = Path(args.out)
+    if _reads_remote(args):
+        return _remote_verb(args)
     with _dataset_required():
         path = contact_sheet(Path(args.data), out, per_cell=args.per_class)
         print(f"wrote {path}")
@@ -118,6 +129,97 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    from patchpack.dataset.card import make_card
+    from patchpack.dataset.manifest import load_manifest
+
+    with _dataset_required():
+        load_manifest(Path(args.data))  # not a dataset: bad input (exit 2), not a failed check
+    for path in make_card(Path(args.data)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from patchpack.dataset.card import export_index
+    from patchpack.dataset.manifest import load_manifest
+
+    with _dataset_required():
+        load_manifest(Path(args.data))
+    out = Path(args.out or f"index.{args.format}")
+    print(f"wrote {export_index(Path(args.data), args.format, out)}")
+    return 0
+
+
+def _reads_remote(args: argparse.Namespace) -> bool:
+    """Whether the verb reads the dataset on its remote (``--remote``, ``--repo``, ``--rev``,
+    ``--lock``) rather than a folder."""
+    return any(getattr(args, name, None) is not None for name in ("remote", "repo", "rev", "lock"))
+
+
+def _remote_verb(args: argparse.Namespace) -> int:
+    """``info``, ``verify`` or ``preview`` on the dataset left on its remote."""
+    from patchpack.sharing import remote_audit
+    from patchpack.sharing.remote_read import RemoteLocation, open_remote
+
+    if getattr(args, "rebuild", False):
+        raise ConfigError("--rebuild rebuilds a local folder; it does not go with --remote")
+    location = RemoteLocation(
+        data=Path(args.data).as_posix(),
+        remote=args.remote or None,
+        repo=args.repo,
+        rev=args.rev,
+        lock=None if args.lock is None else Path(args.lock),
+    )
+    if args.verb == "verify":  # a remote object that fails its hash fails the check: exit 1
+        with open_remote(location, cache_dir=args.cache, cache_size=args.cache_size) as source:
+            report = remote_audit.remote_verify(
+                source,
+                splits=tuple(args.split) if args.split else None,
+                allow_container_diff=args.pixels_only,
+            )
+        print(report.render())
+        return 0 if report.ok else 1
+    with (
+        _dataset_required(),
+        open_remote(location, cache_dir=args.cache, cache_size=args.cache_size) as source,
+    ):
+        if args.verb == "info":
+            print(remote_audit.remote_info(source))
+        else:
+            path = remote_audit.remote_preview(source, Path(args.out), per_cell=args.per_class)
+            print(f"wrote {path} (slide maps need the sources: run preview on a pulled folder)")
+    return 0
+
+
+def _with_remote(sub: argparse.ArgumentParser) -> None:
+    """The options that read the dataset on its DVC remote instead of a folder (no pull)."""
+    group = sub.add_argument_group(
+        "reading without pulling",
+        "DATA is then the dataset's path in its project, as dvc.lock names it",
+    )
+    group.add_argument(
+        "--remote",
+        nargs="?",
+        const="",
+        metavar="NAME|URL",
+        help="read from this DVC remote (default: the project's default remote), shards "
+        "downloaded on demand and checked against the manifest",
+    )
+    group.add_argument("--repo", help="a repository path or git URL whose dvc.lock to read")
+    group.add_argument("--rev", help="the git rev (tag, branch, commit) whose dvc.lock to read")
+    group.add_argument("--lock", metavar="FILE", help="a dvc.lock file to read instead")
+    group.add_argument(
+        "--cache", metavar="DIR", help="shard cache folder (default: ~/.cache/patchpack/remote)"
+    )
+    group.add_argument(
+        "--cache-size",
+        default="2G",
+        metavar="SIZE",
+        help="most bytes of shards the cache holds, e.g. 512M (default 2G)",
+    )
+
+
 def _quiet_dask() -> None:
     """Dask logs a lost scheduler as tracebacks on stderr; patchpack reports it in one line."""
     import distributed  # noqa: F401  # configures its loggers on import: quiet them after
@@ -125,6 +227,14 @@ def _quiet_dask() -> None:
     for name in list(logging.root.manager.loggerDict):
         if name == "distributed" or name.startswith("distributed."):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def cmd_plugin_path(args: argparse.Namespace) -> int:
+    """Print the folder of hdf5plugin's filters, what HDF5_PLUGIN_PATH needs for zstd shards."""
+    import hdf5plugin
+
+    print(hdf5plugin.PLUGIN_PATH)
+    return 0
 
 
 def _add_dataset_verbs(verb: Verb) -> None:
@@ -204,11 +314,27 @@ def _add_dataset_verbs(verb: Verb) -> None:
         choices=SPLITS,
         help="check only this split's shards (repeatable): after `patchpack pull --split`",
     )
+    _with_remote(sub)
 
     sub = verb(
         "info", cmd_info, "counts per split and class, bytes on disk, compression, fingerprint"
     )
     sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
+    _with_remote(sub)
+
+    sub = verb(
+        "card",
+        cmd_card,
+        "write the dataset card (README.md), croissant.json and index.csv into a dataset folder",
+    )
+    sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
+
+    sub = verb("index", cmd_index, "write the patch index: one row per patch, as CSV or Parquet")
+    sub.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="dataset folder")
+    sub.add_argument(
+        "--format", default="csv", help="csv (default) or parquet (needs the index extra: pyarrow)"
+    )
+    sub.add_argument("--out", help="file to write (default: index.csv or index.parquet here)")
 
     sub = verb(
         "preview", cmd_preview, "write a PNG contact sheet of sample patches per class and split"
@@ -225,4 +351,11 @@ def _add_dataset_verbs(verb: Verb) -> None:
         type=int,
         default=4,
         help="slide maps to draw for sources with a tissue mask or pyramid (default 4; 0: none)",
+    )
+    _with_remote(sub)
+
+    verb(
+        "plugin-path",
+        cmd_plugin_path,
+        "print the HDF5 filter folder for HDF5_PLUGIN_PATH (h5dump, h5py without hdf5plugin)",
     )

@@ -67,6 +67,8 @@ def cmd_remote_check(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    if args.rev or args.out:
+        return _pull_rev(args)
     if args.split:
         if args.rebuild:
             raise ConfigError("--split pulls from the remote; --rebuild rebuilds the whole dataset")
@@ -76,6 +78,58 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from patchpack.sharing.pull import pull
 
     return 0 if pull(Path(args.data), root=Path("."), rebuild=args.rebuild) else 1
+
+
+def _pull_rev(args: argparse.Namespace) -> int:
+    if not args.rev:
+        raise ConfigError(
+            "--out goes with --rev: a named version is pulled into a folder of its own"
+        )
+    if args.rebuild:
+        raise ConfigError(
+            "--rev pulls a committed version from the remote; --rebuild rebuilds HEAD's"
+        )
+    from patchpack.sharing.versions import pull_rev
+
+    splits = tuple(dict.fromkeys(args.split or ()))
+    out = Path(args.out) if args.out else None
+    return 0 if pull_rev(Path(args.data), args.rev, splits=splits, out=out) else 1
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from patchpack.sharing.imports import import_dataset
+    from patchpack.sharing.versions import split_names
+
+    splits = split_names(args.split)
+    out = Path(args.out) if args.out else None
+    verified = import_dataset(args.repo, rev=args.rev, data=args.data, splits=splits, out=out)
+    return 0 if verified else 1
+
+
+def _add_import_verb(verb: Verb) -> None:
+    """``patchpack import REPO``: a dataset from a data registry, with ``dvc import``, verified."""
+    sub = verb(
+        "import",
+        cmd_import,
+        "dvc import a dataset from another repository (a data registry) and verify it; "
+        "again with another --rev to update it",
+    )
+    sub.add_argument("repo", help="the registry: a git folder or URL of a DVC project")
+    sub.add_argument("--rev", help="tag, branch or commit (default: its default branch)")
+    sub.add_argument(
+        "--data",
+        default="data/patches",
+        help="the dataset folder in the registry (default: data/patches)",
+    )
+    sub.add_argument(
+        "--split",
+        action="append",
+        metavar="NAME",
+        help="import the manifest and this split only (repeatable)",
+    )
+    sub.add_argument(
+        "--out", help="folder to import into (default: the dataset's folder name, as dvc import)"
+    )
 
 
 def _add_sharing_verbs(verb: Verb) -> None:
@@ -145,6 +199,15 @@ def _add_sharing_verbs(verb: Verb) -> None:
         choices=SPLITS,
         help="fetch the manifest and this split's shards only, and verify them (repeatable)",
     )
+    sub.add_argument(
+        "--rev",
+        help="the dataset as committed at this git tag, branch or commit, into a folder of its own",
+    )
+    sub.add_argument(
+        "--out",
+        help="with --rev: the folder to fill (default: the dataset folder's name plus -REV)",
+    )
+    _add_import_verb(verb)
 
 
 def _remote_help(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires a KIND

@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from patchpack.dataset import byte_deciding_modules
+from patchpack.dataset.card import write_card
 from patchpack.dataset.counts import _check_labelled_splits, _counts
 from patchpack.dataset.fetch import is_url, mirrored, with_urls
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
@@ -240,6 +241,7 @@ def _write(
         )
         keep = {e.path for e in entries} | {record.roi for _, record in planned.rois.values()}
         _remove_strays(staging, {path for path in keep if path})
+        write_card(manifest, staging)  # README.md, croissant.json, index.csv: before the manifest
         manifest.write(staging)
         swap_in(staging, out)
     return manifest

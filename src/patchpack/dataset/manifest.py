@@ -226,15 +226,15 @@ def fingerprint(
     format_version: int = FORMAT_VERSION,
 ) -> str:
     """The dataset's identity: sha256 over the format, class names, the params that decide the
-    content (from format 3: all but the container's, :data:`CONTAINER_PARAMS`) and each shard's
-    path, count and content hash.
+    content (from format 3: all but the container's, :data:`CONTAINER_PARAMS`, and the card's
+    words, ``card.*``) and each shard's path, count and content hash.
 
     It depends on pixels, provenance and params only, not on compression or the HDF5 container's
     bytes. Format 2 did not cover the params: ``params`` is ignored for it.
     """
     lines: list[Any] = [format_version, list(class_names)]
     if format_version >= 3:
-        content = {key: value for key, value in (params or {}).items() if key != "shards"}
+        content = {k: v for k, v in (params or {}).items() if k not in ("shards", "card")}
         packing = dict((params or {}).get("shards", {}))
         content["shards"] = {k: v for k, v in packing.items() if k not in CONTAINER_PARAMS}
         lines.append(content)

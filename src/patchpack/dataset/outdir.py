@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from patchpack.dataset.card import CARD_FILES
 from patchpack.dataset.fetch import is_url
 from patchpack.dataset.manifest import MANIFEST_NAME
 from patchpack.dataset.shards import SHARD_GLOB
@@ -127,8 +128,11 @@ def _check_replaceable(out: Path, shown: Path) -> None:
         return
     if not out.is_dir():
         raise OutputError(f"{shown}: output exists and is not a folder; choose another --out")
+    # the card files count only beside a manifest: a folder of someone's own README.md is kept
+    card = CARD_FILES if (out / MANIFEST_NAME).is_file() else ()
     for path in sorted(out.rglob("*")):
-        if not _is_dataset_file(path.relative_to(out)):
+        relative = path.relative_to(out)
+        if relative.as_posix() not in card and not _is_dataset_file(relative):
             raise OutputError(
                 f"{shown}: output folder holds {path.relative_to(out)}, which is not part of a "
                 f"patchpack dataset; choose an empty or new --out folder"

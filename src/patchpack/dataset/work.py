@@ -3,9 +3,9 @@
 A job carries everything that decides its output (the shard's spec, its images' plans, the params)
 and the sha256 of every source it reads; the worker checks each source file against that hash before
 decoding it, so a stale copy on one node of a cluster fails loudly instead of writing other pixels.
-Jobs are grouped into tasks so that all shards of an image run on one worker, which decodes the image
-once (:func:`plan_tasks`); a task's output depends on its jobs only, so a retried task gives the same
-bytes.
+Jobs are grouped into tasks so that all shards of an image decoded whole run on one worker, which
+decodes it once, while the shards of a slide spread over the workers (:func:`plan_tasks`); a task's
+output depends on its jobs only, so a retried task gives the same bytes.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from patchpack.dataset.fetch import local_copy
 from patchpack.dataset.io import file_sha256, manifest_json, write_bytes_atomic
 from patchpack.dataset.labels import Labeller, open_labels
 from patchpack.dataset.manifest import ShardEntry
-from patchpack.dataset.plan import ImagePlan, Rows, ShardSpec, sample_image
-from patchpack.dataset.readers import Reader, TiffReader
+from patchpack.dataset.plan import SEGMENT, ImagePlan, Rows, ShardSpec, sample_image, segmented
 from patchpack.dataset.shards import FORMAT_VERSION, ShardData, read_shard, shard_bytes
 from patchpack.dataset.sources import SourceImage, check_file, load_pixels, reader_for
 from patchpack.dataset.tissue import RoiMask, low_resolution_view, tissue_mask
+from patchpack.dataset.windows import Windows
 from patchpack.errors import IntegrityError, SourceError
 from patchpack.params import SPLITS, Params
 
@@ -67,7 +67,8 @@ Result = tuple[int, ShardEntry, bytes | None, tuple[int, ...]]
 
 def plan_tasks(jobs: Sequence[Job], workers: int) -> list[Task]:
     """Group ``jobs`` so that an image's shards (in every split) share a task, about three tasks per
-    worker, balanced by patch count; a task boundary falls only between images.
+    worker, balanced by patch count; a task boundary falls between images, or between shards of a
+    windowed source (a slide), whose patches each shard draws from its own segments' streams.
 
     One worker groups them too: a task's caches (the decoded image, its sampled rows) are released
     when it ends, so a task per shard would sample and decode an image once for each of its shards.
@@ -77,13 +78,18 @@ def plan_tasks(jobs: Sequence[Job], workers: int) -> list[Task]:
         spec = jobs[i].spec
         return (min(p.image for p in spec.pieces), SPLITS.index(spec.split), spec.index)
 
+    def windowed(i: int) -> bool:
+        """A shard of windowed sources only: nothing is decoded whole, so it may run anywhere."""
+        job = jobs[i]
+        return all(job.plans[p.image].source.backend != "pillow" for p in job.spec.pieces)
+
     order = sorted(range(len(jobs)), key=first_image)
     target = max(1, sum(job.spec.patches for job in jobs) // (3 * max(1, workers)))
     tasks: list[list[int]] = [[]]
     filled, last_image = 0, -1
     for i in order:
         images = [p.image for p in jobs[i].spec.pieces]
-        if filled >= target and min(images) > last_image:
+        if filled >= target and (min(images) > last_image or windowed(i)):
             tasks.append([])
             filled = 0
         tasks[-1].append(i)
@@ -208,12 +214,12 @@ def build_shard(job: Job) -> ShardData:
     for piece in job.spec.pieces:
         plan = job.plans[piece.image]
         pixels = _pixels(plan.source, params.source.channels, params.source.max_megapixels)
+        if isinstance(pixels, Windows):
+            drawn = _drawn_with(plan, split, piece.stop - piece.start, params)
+            pixels.size_for(drawn, size, params.source.channels, params.source.cache_mb * 2**20)
         labeller = _labeller(plan.source, params)
-        rows = _rows(plan, split, params, pixels, labeller)
-        index, xy = (
-            rows.patch_index[piece.start : piece.stop],
-            rows.coords[piece.start : piece.stop],
-        )
+        rows = _piece_rows(plan, split, piece.start, piece.stop, params, pixels, labeller)
+        index, xy = rows.patch_index, rows.coords
         n = len(index)
         _cut_into(images[row : row + n], pixels, xy, size)
         if masks is not None and labeller is not None:
@@ -223,7 +229,7 @@ def build_shard(job: Job) -> ShardData:
         row += n
         if not sources or sources[-1] != plan.source.id:
             sources.append(plan.source.id)
-        labels.append(rows.labels[piece.start : piece.stop])
+        labels.append(rows.labels)
         source_index.append(np.full(n, len(sources) - 1, np.int32))
         patch_index.append(index)
         coords.append(np.round(xy.astype(np.float64) * plan.source.size.downsample))
@@ -239,7 +245,7 @@ def build_shard(job: Job) -> ShardData:
         coords=np.concatenate(coords).astype(np.int32),
         attrs={
             "channels": params.source.channels,
-            "class_names": manifest_json(list(job.class_names)).strip(),
+            "class_names": list(job.class_names),
             "format_version": FORMAT_VERSION,
             "patch_size": size,
             "split": split,
@@ -249,51 +255,20 @@ def build_shard(job: Job) -> ShardData:
     )
 
 
+def _drawn_with(plan: ImagePlan, split: str, patches: int, params: Params) -> int:
+    """How many patches are drawn (their windows read) to cut ``patches`` of ``split``: those of
+    the segments they fall in, or the whole draw where it has no segments."""
+    total = sum(draw.count for draw in plan.draws)
+    if segmented(plan, split, params.extract):
+        return min(patches + 2 * SEGMENT, total)
+    return total
+
+
 def _labeller(source: SourceImage, params: Params) -> Labeller | None:
     """The source's labeller when labels come from label files (checked against its sha256)."""
     if not params.labels.per_patch:
         return None
     return open_labels(source, params.labels, params.source.max_megapixels)
-
-
-class Windows:
-    """Windowed access to the sampled level of a source too large to decode whole.
-
-    The windows read while checking candidates are kept (up to ``KEEP_BYTES``), since the candidates
-    that pass are the patches cut next: most patches are then decoded once.
-    """
-
-    KEEP_BYTES = 64 * 2**20
-
-    def __init__(self, reader: Reader, level: int) -> None:
-        self.reader = reader
-        self.level = level
-        self._kept: collections.OrderedDict[tuple[int, int, int], np.ndarray] = (
-            collections.OrderedDict()
-        )
-        self._bytes = 0
-
-    def window(self, y: int, x: int, size: int) -> np.ndarray:
-        key = (int(y), int(x), size)
-        found = self._kept.pop(key, None)
-        if found is not None:
-            self._bytes -= found.nbytes
-            return found
-        window = self.reader.read(self.level, key[0], key[1], size, size)
-        self._kept[key] = window
-        self._bytes += window.nbytes
-        while self._bytes > self.KEEP_BYTES:
-            self._bytes -= self._kept.popitem(last=False)[1].nbytes
-        return window
-
-    def stds(self, ys: np.ndarray, xs: np.ndarray, size: int) -> np.ndarray:
-        """Pixel standard deviation of each candidate window (read, decoded, then dropped)."""
-        return np.array(
-            [
-                self.window(y, x, size).reshape(1, -1).std(axis=1)[0]
-                for y, x in zip(ys, xs, strict=True)
-            ]
-        )
 
 
 def _cut_into(target: np.ndarray, pixels: np.ndarray | Windows, xy: np.ndarray, size: int) -> None:
@@ -337,7 +312,7 @@ def _size(value: np.ndarray | Windows) -> int:
     """Bytes a kept source may hold: a decoded image, or a windowed one's windows and tiles."""
     if isinstance(value, np.ndarray):
         return value.nbytes
-    return Windows.KEEP_BYTES + TiffReader.TILE_CACHE_BYTES
+    return value.held_bytes()
 
 
 def _close(value: np.ndarray | Windows) -> None:
@@ -370,17 +345,43 @@ def _caches() -> _Caches:
     return _CACHES
 
 
+def _piece_rows(
+    plan: ImagePlan,
+    split: str,
+    start: int,
+    stop: int,
+    params: Params,
+    pixels: np.ndarray | Windows,
+    labeller: Labeller | None,
+) -> Rows:
+    """Patches ``start:stop`` of one image in one split: drawn from the segments they fall in only
+    (random sampling), or sliced from the split's rows."""
+    if not segmented(plan, split, params.extract):
+        whole = _rows(plan, split, params, pixels, labeller, None)
+        return Rows(*(values[start:stop] for values in whole))
+    first = start // SEGMENT
+    parts = [
+        _rows(plan, split, params, pixels, labeller, number)
+        for number in range(first, -(-stop // SEGMENT))
+    ]
+    lo, hi = start - first * SEGMENT, stop - first * SEGMENT
+    return Rows(*(np.concatenate(values)[lo:hi] for values in zip(*parts, strict=True)))
+
+
 def _rows(
     plan: ImagePlan,
     split: str,
     params: Params,
     pixels: np.ndarray | Windows,
     labeller: Labeller | None,
+    segment: int | None,
 ) -> Rows:
-    """One image's patches in one split; kept while its shards are being written."""
+    """One image's patches in one split (or one segment of them); kept while its shards are
+    being written."""
     key = (
         plan,
         split,
+        segment,
         params.seed,
         params.extract,
         params.split,
@@ -390,6 +391,8 @@ def _rows(
     cache = _caches().rows
     rows = cache.pop(key, None)
     if rows is None:
+        if isinstance(pixels, Windows):
+            pixels.min_std = params.extract.min_std
         rows = sample_image(
             plan,
             seed=params.seed,
@@ -398,6 +401,7 @@ def _rows(
             pixels=pixels,
             only=split,
             labeller=labeller,
+            segment=segment,
         )[split]
     cache[key] = rows
     while len(cache) > ROWS_CACHE:

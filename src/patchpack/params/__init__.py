@@ -24,6 +24,7 @@ from typing import Any
 
 from patchpack.params.rules import check_extract, check_labels, check_together
 from patchpack.params.sections import (
+    CHUNK_BYTES,
     COMPRESSIONS,
     DEFAULT_MODELS,
     LABEL_ORIGINS,
@@ -39,6 +40,7 @@ from patchpack.params.sections import (
     SPLITS,
     TARGETS,
     BaseParams,
+    CardParams,
     ExtractParams,
     LabelParams,
     ModelParams,
@@ -46,10 +48,12 @@ from patchpack.params.sections import (
     SourceParams,
     SplitParams,
     TrainParams,
+    chunk_rows,
 )
 from patchpack.schema import Reader, dump_fields, read_fields, same_as, section
 
 __all__ = [
+    "CHUNK_BYTES",
     "COMPRESSIONS",
     "DEFAULT_MODELS",
     "LABEL_ORIGINS",
@@ -66,6 +70,7 @@ __all__ = [
     "SPLIT_MODES",
     "TARGETS",
     "BaseParams",
+    "CardParams",
     "DatasetParams",
     "ExtractParams",
     "LabelParams",
@@ -75,6 +80,7 @@ __all__ = [
     "SourceParams",
     "SplitParams",
     "TrainParams",
+    "chunk_rows",
     "load_params",
     "params_from_dict",
 ]
@@ -99,6 +105,7 @@ class DatasetParams:
     level: int = same_as(SourceParams, "level")
     mpp: float | None = same_as(SourceParams, "mpp")
     labels: LabelParams = section(LabelParams, "where labels come from", omit_default=True)
+    card: CardParams = section(CardParams, "what the dataset card says", omit_default=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values, as the manifest stores them under ``params``."""
@@ -126,6 +133,7 @@ class DatasetParams:
                 "split": given["split"],
                 "shards": given["shards"],
                 "labels": labels,
+                "card": given.get("card", {}),
             },
             origin=origin,
         )
@@ -143,6 +151,7 @@ class Params:
     shards: ShardParams = section(ShardParams, "how patches are packed into HDF5 shards")
     train: TrainParams = section(TrainParams, "how the models are trained")
     labels: LabelParams = section(LabelParams, "where each patch's label comes from")
+    card: CardParams = section(CardParams, "what the dataset card and Croissant file say")
 
     @property
     def dataset(self) -> DatasetParams:
@@ -156,6 +165,7 @@ class Params:
             split=self.split,
             shards=self.shards,
             labels=dataclasses.replace(self.labels, dir=None),
+            card=self.card,
         )
 
     def dataset_dict(self) -> dict[str, Any]:
@@ -174,10 +184,11 @@ class Params:
             split=dataset.split,
             shards=dataset.shards,
             labels=dataclasses.replace(dataset.labels, dir=self.labels.dir),
+            card=dataset.card,
         )
 
 
-SECTIONS = ("base", "source", "extract", "split", "shards", "train", "labels")
+SECTIONS = ("base", "source", "extract", "split", "shards", "train", "labels", "card")
 
 
 def load_params(
@@ -231,6 +242,7 @@ def params_from_dict(raw: object, origin: str = "params") -> Params:
     _, split = read(SplitParams, "split")
     shards_raw, shards = read(ShardParams, "shards")
     labels_raw, labels = read(LabelParams, "labels")
+    _, card = read(CardParams, "card")
     params = Params(
         seed=base["seed"],
         source=SourceParams(**source),
@@ -239,6 +251,7 @@ def params_from_dict(raw: object, origin: str = "params") -> Params:
         shards=ShardParams(**_check_shards(reader, shards_raw, shards)),
         train=_train(reader, top.get("train", {})),
         labels=LabelParams(**check_labels(reader, labels_raw, labels, _defaults(LabelParams))),
+        card=CardParams(**card),
     )
     check_together(reader, params)
     return params

@@ -22,6 +22,7 @@ def reference_markdown() -> str:
         DEFAULT_MODELS,
         MODELS,
         BaseParams,
+        CardParams,
         ExtractParams,
         LabelParams,
         ModelParams,
@@ -50,6 +51,7 @@ def reference_markdown() -> str:
         ("split", SplitParams),
         ("shards", ShardParams),
         ("labels", LabelParams),
+        ("card", CardParams),
         ("train", TrainParams),
     ]
     for name, cls in sections:

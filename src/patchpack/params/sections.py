@@ -25,6 +25,8 @@ LABEL_RULES = ("centre", "majority")
 MAX_PATCHES = 10_000_000  # extract.per_image and extract.per_class
 MAX_PATCH_SIZE = 4096  # extract.patch_size, pixels
 MAX_BLOCK_SIZE = 65536  # split.block_size, pixels
+CHUNK_BYTES = 2**20  # pixels an HDF5 chunk of images holds, about, when shards.chunk_patches is null
+CHUNK_ROWS = 256  # ... and at most this many patches
 
 
 def _read_fractions(reader: Reader, raw: object, key: str) -> tuple[float, float, float]:
@@ -80,6 +82,12 @@ class SourceParams:
         "most pixels decoded at once: a whole small image, or one window of a slide",
         kind="float",
         positive=True,
+    )
+    cache_mb: int = param(
+        256,
+        "memory for a slide's decoded tiles and windows, MB: sized to what a shard needs, at "
+        "most this (speed only: the bytes never change)",
+        minimum=16,
     )
     level: int = param(
         0, "pyramid level patches are cut from (0 = full resolution)", minimum=0, maximum=64
@@ -240,10 +248,11 @@ class ShardParams:
     target_patches: int = param(
         512, "mean patches per shard; boundaries fall between images, content-defined", minimum=1
     )
-    chunk_patches: int = param(
-        256,
-        "HDF5 chunk rows: a batch read touches whole chunks; larger compresses better",
-        minimum=1,
+    chunk_patches: int | None = param(
+        None,
+        "HDF5 chunk rows (null: about 1 MiB of pixels, at most 256); reads touch whole chunks",
+        kind="count",
+        maximum=2**20,
     )
     compression: str = param(
         "zstd",
@@ -253,8 +262,45 @@ class ShardParams:
     )
     level: int = param(3, "compression level: zstd 1..22, gzip 0..9, none 0")
 
+    def chunk_rows(self, patch_bytes: int) -> int:
+        """Rows per HDF5 chunk of images for patches of ``patch_bytes`` bytes (as the writer cuts them)."""
+        return chunk_rows(self.chunk_patches, patch_bytes)
+
+
+def chunk_rows(chunk_patches: int | None, patch_bytes: int) -> int:
+    """Rows per HDF5 chunk: ``chunk_patches`` when set, else as many patches as fit in about 1 MiB,
+    at most :data:`CHUNK_ROWS` (the loader shuffles whole chunks: small patches keep several chunks
+    per shuffle buffer)."""
+    if chunk_patches is not None:
+        return chunk_patches
+    return max(1, min(CHUNK_ROWS, CHUNK_BYTES // max(1, patch_bytes)))
+
 
 LEVELS = {"zstd": (1, 22), "gzip": (0, 9), "none": (0, 0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CardParams:
+    """What the dataset card and its Croissant file say about the dataset (``patchpack card``)."""
+
+    name: str = param(
+        "patchpack-dataset", "the dataset's name in its card and Croissant file", kind="str"
+    )
+    description: str | None = param(
+        None,
+        "one paragraph on what the dataset is (null: a sentence from the params)",
+        kind="str",
+        null=True,
+    )
+    license: str | None = param(
+        None, "an SPDX id (`CC-BY-4.0`) or a license URL (null: not stated)", kind="str", null=True
+    )
+    citation: str | None = param(
+        None, "how to cite the dataset (BibTeX or a sentence; null: none)", kind="str", null=True
+    )
+    url: str | None = param(
+        None, "where the dataset is published: the git repository to clone", kind="str", null=True
+    )
 
 
 @dataclasses.dataclass(frozen=True)

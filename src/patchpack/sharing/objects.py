@@ -39,6 +39,13 @@ class RemoteObjects:
             raise RemoteError(f"{root}: the DVC remote cannot be opened ({exc})") from exc
         self.received = 0
 
+    @classmethod
+    def of(cls, repo: Any, odb: Any) -> RemoteObjects:
+        """The object store ``odb`` of the DVC repository ``repo``, already open (closed with it)."""
+        store = cls.__new__(cls)
+        store._repo, store._odb, store.received = repo, odb, 0
+        return store
+
     def close(self) -> None:
         self._repo.close()
 
@@ -50,6 +57,22 @@ class RemoteObjects:
 
     def _path(self, md5: str) -> str:
         return str(self._odb.oid_to_path(md5))
+
+    def size(self, md5: str) -> int:
+        """Bytes of object ``md5`` on the remote, from its metadata (nothing is downloaded)."""
+        try:
+            return int(self._odb.fs.size(self._path(md5)))
+        except FileNotFoundError:
+            raise RemoteError(
+                f"the remote lacks object {md5} (it was never pushed there)"
+            ) from None
+        except OSError as exc:
+            raise RemoteError(f"cannot read object {md5} from the remote ({exc})") from exc
+        except Exception as exc:
+            problem = _unreachable(exc, md5)
+            if problem is None:
+                raise
+            raise problem from exc
 
     def listing(self, md5: str) -> tuple[bytes, dict[str, str]]:
         """The ``.dir`` object ``md5`` (checked against its name) and its ``relpath -> md5`` map."""
@@ -86,6 +109,11 @@ class RemoteObjects:
             ) from None
         except OSError as exc:
             raise RemoteError(f"cannot read object {md5} from the remote ({exc})") from exc
+        except Exception as exc:
+            problem = _unreachable(exc, md5)
+            if problem is None:
+                raise
+            raise problem from exc
 
     def download(self, md5: str, target: Path) -> int:
         """Fetch object ``md5`` to ``target`` (atomically, beside it), refused unless its bytes hash
@@ -105,6 +133,17 @@ class RemoteObjects:
             tmp.unlink(missing_ok=True)
             raise
         return size
+
+
+def _unreachable(exc: Exception, md5: str) -> RemoteError | None:
+    """An S3 client's own error (botocore's are not ``OSError``) in one line; ``None`` for others."""
+    if not type(exc).__module__.startswith(("botocore", "aiobotocore", "s3fs")):
+        return None
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return RemoteError(
+        f"cannot read object {md5} from the remote ({text}); check the remote's endpoint and "
+        f"the network (`patchpack remote check` probes it)"
+    )
 
 
 def _check(want: str, got: str, what: str) -> None:

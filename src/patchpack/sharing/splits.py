@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from patchpack.dataset.card import CARD_FILES
 from patchpack.dataset.manifest import dvc_cache_objects
 from patchpack.errors import IntegrityError, RemoteError
 from patchpack.params import SPLITS
@@ -28,8 +29,9 @@ def pull_splits(
     root: Path = Path("."),
     echo: Callable[[str], None] = print,
 ) -> bool:
-    """Fetch the manifest and the shards of ``splits`` only, straight from the remote's objects, and
-    verify exactly those; the other splits are reported as not pulled.
+    """Fetch the manifest, the dataset card (when the dataset has one) and the shards of ``splits``
+    only, straight from the remote's objects, and verify exactly those; the other splits are
+    reported as not pulled.
 
     DVC's own partial pull of a directory output has regressed several times, so the objects are
     named here: the committed ``.dir`` hash names the listing (checked against that hash, then kept
@@ -69,6 +71,7 @@ def pull_splits(
         manifest = load_manifest(folder)
         wanted = [entry.path for split in splits for entry in manifest.shards_for(split)]
         wanted += sorted(record.roi for record in manifest.sources if record.roi)
+        wanted += [name for name in CARD_FILES if name in listing]  # older datasets have none
         files += _fetch(remote, listing, folder, wanted)
         received = remote.received
     others = [split for split in SPLITS if split not in splits]
@@ -135,6 +138,7 @@ def split_state(root: Path, tracked: Tracked, splits: tuple[str, ...]) -> tuple[
     manifest = load_manifest(folder)
     paths = ["manifest.json", *(e.path for s in splits for e in manifest.shards_for(s))]
     paths += [record.roi for record in manifest.sources if record.roi]
+    paths += [name for name in CARD_FILES if name in listing]
     for relpath in paths:
         path = folder / relpath
         want = listing.get(relpath)

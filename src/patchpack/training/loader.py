@@ -31,7 +31,8 @@ batches of patches from one source image. The loader takes the middle road, in t
 A larger ``shuffle_buffer`` mixes patches from more windows (hence more source images and shards)
 into each batch, at the cost of memory: up to ``max(3, workers + 2)`` groups are held at once,
 about 64 MiB with the default buffer and two workers. The order is a
-function of ``(seed, epoch)`` only (``np.random.default_rng([seed, epoch, ...])``), never of timing
+function of ``(seed, epoch)`` only, through patchpack's own permutation (a keyed hash, documented
+in :mod:`patchpack.training.order`, the same with any numpy or torch version), never of timing
 or worker count, and every patch is visited exactly once per epoch, the last batch being partial
 when the split size is not a multiple of the batch size. Without ``shuffle`` the order is the
 canonical one (shards in manifest order, rows in order), as evaluation wants.
@@ -49,27 +50,37 @@ import contextlib
 import dataclasses
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Protocol
 
 import numpy as np
 
-from patchpack.dataset.manifest import Manifest, load_manifest
+from patchpack.dataset.manifest import Manifest, ShardEntry, load_manifest
 from patchpack.dataset.shards import ShardReader
 from patchpack.engine.output import stable_read
-from patchpack.params import SPLITS, ShardParams
+from patchpack.errors import ConfigError, NotPulledError
+from patchpack.params import SPLITS
+from patchpack.training.order import EpochPlan, Window, plan_epoch
+
+__all__ = [
+    "BatchOptions",
+    "BatchSource",
+    "EpochPlan",
+    "PatchDataset",
+    "Split",
+    "Window",
+    "open_dataset",
+    "open_split",
+    "plan_epoch",
+]
 
 DEFAULT_BUFFER_BYTES = 16 * 2**20
 DEFAULT_CACHE_GROUPS = 3
 
 TARGETS = ("auto", "labels", "masks")
-
-# Streams of the per-epoch generators: default_rng([seed, epoch, STREAM, ...]).
-_WINDOW_STREAM = 0
-_GROUP_STREAM = 1
 
 
 @dataclass(frozen=True)
@@ -119,98 +130,23 @@ class BatchOptions:
         return dataclasses.replace(self, epoch=self.epoch + 1)
 
 
-class Window(NamedTuple):
-    """Rows ``start:stop`` of shard number ``shard`` (an index into the split's shard list)."""
+class ShardLike(Protocol):
+    """What a split reads a shard through: a :class:`ShardReader`, or a shard that a remote
+    source fetches only when it is read (see ``open_dataset(..., remote=...)``)."""
 
-    shard: int
-    start: int
-    stop: int
+    @property
+    def has_masks(self) -> bool: ...
 
+    @property
+    def labels(self) -> np.ndarray: ...
 
-@dataclass(frozen=True)
-class EpochPlan:
-    """The order of one epoch, computed without reading pixels.
+    def __len__(self) -> int: ...
 
-    Attributes
-    ----------
-    groups : tuple of tuple of Window
-        The windows of each group, in reading order.
-    offsets : ndarray of shape (n_groups + 1,), int64
-        Position in the epoch's stream of each group's first patch; the last entry is the total.
-    seed, epoch : int
-        What the order is a function of.
-    shuffle : bool
-        Whether windows and the patches within a group are permuted.
-    """
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]: ...
 
-    groups: tuple[tuple[Window, ...], ...]
-    offsets: np.ndarray
-    seed: int
-    epoch: int
-    shuffle: bool
+    def read_masks(self, start: int, stop: int) -> np.ndarray: ...
 
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def permutation(self, group: int) -> np.ndarray | None:
-        """How group ``group``'s patches are permuted once read (``None``: kept in order)."""
-        if not self.shuffle:
-            return None
-        size = int(self.offsets[group + 1] - self.offsets[group])
-        rng = np.random.default_rng([self.seed, self.epoch, _GROUP_STREAM, group])
-        return rng.permutation(size)
-
-    def order(self) -> list[tuple[int, int]]:
-        """Every patch of the epoch as ``(shard, row)``, in the order batches deliver them."""
-        result: list[tuple[int, int]] = []
-        for index, group in enumerate(self.groups):
-            rows = [(w.shard, row) for w in group for row in range(w.start, w.stop)]
-            perm = self.permutation(index)
-            result += rows if perm is None else [rows[i] for i in perm]
-        return result
-
-
-def plan_epoch(
-    sizes: Sequence[int],
-    *,
-    seed: int,
-    epoch: int,
-    shuffle: bool = True,
-    window: int = ShardParams().chunk_patches,
-    shuffle_buffer: int = 1024,
-) -> EpochPlan:
-    """Plan an epoch over shards of ``sizes`` patches (see the module docstring). Pure and cheap.
-
-    Parameters
-    ----------
-    sizes : sequence of int
-        Patches in each shard, in canonical shard order.
-    seed, epoch : int
-        The order is a function of these two only.
-    shuffle : bool, default True
-        False gives the canonical order: shards in order, rows in order.
-    window : int, default 256
-        Rows per window: the shards' ``chunk_patches``, so a window decodes whole chunks.
-    shuffle_buffer : int, default 1024
-        Patches per group (rounded down to whole windows, at least one) permuted in memory.
-    """
-    if window < 1 or shuffle_buffer < 1:
-        raise ValueError(
-            f"window and shuffle_buffer must be at least 1 (received {window}, {shuffle_buffer})"
-        )
-    windows = [
-        Window(shard, start, min(start + window, size))
-        for shard, size in enumerate(sizes)
-        for start in range(0, size, window)
-    ]
-    if shuffle:
-        rng = np.random.default_rng([seed, epoch, _WINDOW_STREAM])
-        windows = [windows[i] for i in rng.permutation(len(windows))]
-    per_group = max(1, shuffle_buffer // window)
-    groups = tuple(tuple(windows[i : i + per_group]) for i in range(0, len(windows), per_group))
-    sizes_of_groups = [sum(w.stop - w.start for w in group) for group in groups]
-    offsets = np.concatenate([[0], np.cumsum(sizes_of_groups, dtype=np.int64)]).astype(np.int64)
-    return EpochPlan(groups=groups, offsets=offsets, seed=seed, epoch=epoch, shuffle=shuffle)
+    def close(self) -> None: ...
 
 
 class PatchDataset:
@@ -218,10 +154,19 @@ class PatchDataset:
 
     Use :func:`open_dataset`. Every shard is opened (and checked against the manifest) up front and
     held open, so an extract that replaces the folder later cannot mix its shards into this one.
-    Closing the dataset closes them.
+    Closing the dataset closes them. ``open_shard`` replaces the opening of a shard (a remote source
+    returns shards that download when first read); ``on_epoch`` is told each epoch's plan, with the
+    split's shard entries, before its batches are read (a remote source fetches ahead in that order).
     """
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        open_shard: Callable[[ShardEntry], ShardLike] | None = None,
+        on_epoch: Callable[[EpochPlan, list[ShardEntry]], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.manifest = manifest
         if manifest.folder is None:
             raise ValueError("the manifest was not read from a folder; use open_dataset(folder)")
@@ -229,20 +174,28 @@ class PatchDataset:
         self.class_names = list(manifest.class_names)
         self.patch_size = manifest.patch_size
         self.channels = manifest.channels
-        self.chunk_patches = manifest.params.shards.chunk_patches
-        _allow_open_files(len(manifest.shards))
+        self.chunk_patches = window_rows(manifest)
+        if open_shard is None:
+            _allow_open_files(len(manifest.shards))
+        self._on_close = on_close
         self._splits: dict[str, Split] = {}
         try:
             for name in SPLITS:
-                readers: list[ShardReader] = []
+                readers: list[ShardLike] = []
+                entries = manifest.shards_for(name)
                 self._splits[name] = Split(
                     name,
                     readers,
                     chunk_patches=self.chunk_patches,
                     patch_bytes=math.prod(self.input_shape),
+                    on_epoch=None if on_epoch is None else _told(on_epoch, entries),
                 )
-                for entry in manifest.shards_for(name):
-                    readers.append(ShardReader(manifest.shard_path(entry), manifest.layout(entry)))
+                for entry in entries:
+                    readers.append(
+                        open_shard(entry)
+                        if open_shard is not None
+                        else ShardReader(manifest.shard_path(entry), manifest.layout(entry))
+                    )
         except BaseException:
             self.close()
             raise
@@ -261,12 +214,20 @@ class PatchDataset:
     def close(self) -> None:
         for split in self._splits.values():
             split.close()
+        if self._on_close is not None:
+            self._on_close()
 
     def __enter__(self) -> PatchDataset:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _told(
+    on_epoch: Callable[[EpochPlan, list[ShardEntry]], None], entries: list[ShardEntry]
+) -> Callable[[EpochPlan], None]:
+    return lambda plan: on_epoch(plan, entries)
 
 
 def _allow_open_files(shards: int) -> None:
@@ -295,19 +256,65 @@ def open_dataset(folder: str | Path) -> PatchDataset:
         return PatchDataset(load_manifest(folder))
 
 
+def open_split(folder: str | Path, name: str) -> Split:
+    """Open one split of the dataset in ``folder``: only its shards, so a partial pull is enough.
+
+    Close it with :meth:`Split.close`. Every shard of the split is opened (and checked against the
+    manifest) up front, as :func:`open_dataset` does.
+
+    Raises
+    ------
+    ConfigError
+        When ``name`` is not a split (``train``, ``val``, ``test``).
+    NotPulledError
+        When none of the split's shards is on disk (a partial pull left it out).
+    IntegrityError
+        When the manifest is missing or malformed, or a shard is missing or does not fit it.
+    """
+    if name not in SPLITS:
+        raise ConfigError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+    folder = Path(folder)
+    with stable_read(folder):
+        manifest = load_manifest(folder)
+        entries = manifest.shards_for(name)
+        if entries and not any(manifest.shard_path(e).is_file() for e in entries):
+            raise NotPulledError(
+                f"{folder}: the {name} split is not pulled (none of its {len(entries)} shards is "
+                f"here); run `patchpack pull --split {name}` (or `dvc pull`)"
+            )
+        _allow_open_files(len(entries))
+        readers: list[ShardReader] = []
+        try:
+            for entry in entries:
+                readers.append(ShardReader(manifest.shard_path(entry), manifest.layout(entry)))
+        except BaseException:
+            for reader in readers:
+                reader.close()
+            raise
+    patch_bytes = manifest.patch_size**2 * manifest.channels
+    return Split(name, readers, chunk_patches=window_rows(manifest), patch_bytes=patch_bytes)
+
+
+def window_rows(manifest: Manifest) -> int:
+    """Rows per window of the dataset's shards: the rows of one HDF5 chunk of images."""
+    return manifest.params.shards.chunk_rows(manifest.patch_size**2 * manifest.channels)
+
+
 class Split:
     """The patches of one split, read in batches from shard readers that stay open."""
 
     def __init__(
         self,
         name: str,
-        readers: Sequence[ShardReader],
+        readers: Sequence[ShardLike],
         *,
-        chunk_patches: int = ShardParams().chunk_patches,
+        chunk_patches: int = 256,
         patch_bytes: int = 1024,
+        on_epoch: Callable[[EpochPlan], None] | None = None,
     ) -> None:
         self.name = name
         self.readers = readers
+        self.on_epoch = on_epoch
         self.chunk_patches = chunk_patches
         self.patch_bytes = patch_bytes
 
@@ -413,6 +420,8 @@ class Split:
                 f"the {self.name} split holds no mask targets; extract with extract.targets: mask "
                 f"or ask for targets='labels'"
             )
+        if self.on_epoch is not None:
+            self.on_epoch(plan)
         return BatchSource(self, plan, options.batch_size, cache_groups=cache, masks=masks)
 
     def close(self) -> None:

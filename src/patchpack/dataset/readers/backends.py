@@ -77,22 +77,8 @@ def open_reader(
 
 
 def backend_versions() -> dict[str, str]:
-    """Versions of the tile decoders: where pixels can differ between machines."""
-    import imagecodecs
-    import openslide
-    import tifffile
-    import zarr
+    """Versions of the tile decoders: where pixels can differ between machines (read from the
+    packages' metadata, see :func:`patchpack.dataset.envelope.decoder_versions`)."""
+    from patchpack.dataset.envelope import decoder_versions
 
-    versions = {
-        "tifffile": tifffile.__version__,
-        "zarr": zarr.__version__,
-        "imagecodecs": imagecodecs.__version__,
-        "openslide-python": openslide.__version__,
-        "openslide": str(openslide.__library_version__),
-    }
-    # zlib is left out: which copy is loaded depends on import order, not on the pixels
-    for codec in ("jpeg8", "jpeg2k", "webp"):
-        version = getattr(imagecodecs, f"{codec}_version", None)
-        if callable(version):
-            versions[f"imagecodecs.{codec}"] = str(version())
-    return versions
+    return decoder_versions()

@@ -29,11 +29,12 @@ class TiffReader(_Base):
     the image's edges), so the samples are byte for byte those ``zarr.open(page.aszarr())`` gives,
     without zarr's per-chunk machinery (about a third of the time per tile, and no zarr import).
 
-    Decoded tiles are kept (up to ``TILE_CACHE_BYTES``, least recently used first out), since random
-    patches overlap: on the demo slide 4,000 windows of 128x128 touch 9,000 tiles of 512x512, but only
-    100 distinct ones. A window is cut from whole decoded tiles, exactly as zarr cuts it, so the
-    pixels are the same; tiles or strips above ``CACHED_TILE_PIXELS`` (large strips) are decoded
-    for each window instead of kept.
+    Decoded tiles are kept (up to :attr:`tile_cache_bytes`, ``TILE_CACHE_BYTES`` unless the caller
+    sizes it to its working set; least recently used first out), since random patches overlap: on
+    the demo slide 4,000 windows of 128x128 touch 9,000 tiles of 512x512, but only 100 distinct ones.
+    A window is cut from whole decoded tiles, exactly as zarr cuts it, so the pixels are the same;
+    tiles or strips above ``CACHED_TILE_PIXELS`` (large strips) are decoded for each window instead
+    of kept.
     """
 
     backend = "tifffile"
@@ -62,6 +63,7 @@ class TiffReader(_Base):
             collections.OrderedDict()
         )
         self._tile_bytes = 0
+        self.tile_cache_bytes = self.TILE_CACHE_BYTES
         sizes = [_page_size(table.page) for table in self._chunks]  # each checked to be nonzero
         self.levels = tuple(
             Level(height, width, downsample=sizes[0][1] / width) for height, width in sizes
@@ -124,10 +126,22 @@ class TiffReader(_Base):
             if not keep:
                 return tile
             self._tile_bytes += tile.nbytes
-            while self._tiles and self._tile_bytes > self.TILE_CACHE_BYTES:
+            while self._tiles and self._tile_bytes > self.tile_cache_bytes:
                 self._tile_bytes -= self._tiles.popitem(last=False)[1].nbytes
         self._tiles[key] = tile
         return tile
+
+    def tile_bytes(self, level: int, height: int, width: int, windows: int) -> int:
+        """Bytes of the decoded tiles that ``windows`` windows of ``height`` x ``width`` pixels of
+        ``level`` touch at most: their tiles, up to every tile of the level (0 where the tiles are
+        too large to keep)."""
+        table = self._chunks[level]
+        tile_h, tile_w = table.chunk[:2]
+        if tile_h * tile_w > self.CACHED_TILE_PIXELS:
+            return 0
+        per_window = (-(-height // tile_h) + 1) * (-(-width // tile_w) + 1)
+        tiles = min(len(table.offsets), windows * per_window)
+        return int(tiles * math.prod(table.chunk) * table.page.dtype.itemsize)
 
     def _decode(self, table: _Chunks, level: int, index: int) -> np.ndarray:
         """Chunk ``index`` of a level, decoded as tifffile's zarr store decodes it."""

@@ -1,0 +1,120 @@
+"""A slide's tile and window caches: sized to what a shard needs, within ``source.cache_mb``, and
+never a change to the bytes."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+
+from patchpack.dataset import work
+from patchpack.dataset.extract import extract
+from patchpack.dataset.readers import TiffReader
+from patchpack.params import params_from_dict
+from support.commands import file_digests
+from support.slides import tissue_image, write_pyramid
+
+LIMIT = 100_000_000
+
+
+@pytest.fixture
+def slides(tmp_path: Path) -> Path:
+    """Two classes, one zlib-tiled pyramid each, tiles of 64x64."""
+    write_pyramid(tmp_path / "slides" / "a" / "one.tif", tissue_image(512, 640))
+    write_pyramid(tmp_path / "slides" / "b" / "two.tif", tissue_image(512, 640, seed=1))
+    return tmp_path / "slides"
+
+
+def _params(slides: Path, cache_mb: int = 256):  # type: ignore[no-untyped-def]
+    return params_from_dict(
+        {
+            "base": {"seed": 3},
+            "source": {"dir": str(slides), "channels": 3, "cache_mb": cache_mb},
+            "extract": {"patch_size": 48, "per_image": 120, "min_std": 20.0, "roi": "tissue"},
+            "split": {"mode": "region", "block_size": 64},
+            "shards": {"target_patches": 64, "chunk_patches": 16},
+        }
+    )
+
+
+def _count_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[collections.Counter, collections.Counter]:  # type: ignore[type-arg]
+    """Count each window read and each tile decoded, by position."""
+    windows: collections.Counter = collections.Counter()  # type: ignore[type-arg]
+    tiles: collections.Counter = collections.Counter()  # type: ignore[type-arg]
+    read, decode = TiffReader.read, TiffReader._decode
+
+    def counted_read(self: TiffReader, level: int, y: int, x: int, h: int, w: int):  # type: ignore[no-untyped-def]
+        windows[(self.path.name, level, y, x)] += 1
+        return read(self, level, y, x, h, w)
+
+    def counted_decode(self: TiffReader, table, level: int, index: int):  # type: ignore[no-untyped-def]
+        tiles[(self.path.name, level, index)] += 1
+        return decode(self, table, level, index)
+
+    monkeypatch.setattr(TiffReader, "read", counted_read)
+    monkeypatch.setattr(TiffReader, "_decode", counted_decode)
+    return windows, tiles
+
+
+def test_every_window_and_tile_is_decoded_once_when_the_defaults_are_tiny(
+    slides: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default caches far below a shard's working set are resized to it: no window is read twice,
+    and while a shard is cut no tile is decoded twice (a cache read in the order it was filled
+    would miss every time)."""
+    monkeypatch.setattr(work.Windows, "KEEP_BYTES", 1)
+    monkeypatch.setattr(TiffReader, "TILE_CACHE_BYTES", 1)
+    windows, tiles = _count_reads(monkeypatch)
+    per_shard: collections.Counter = collections.Counter()  # type: ignore[type-arg]
+    sized = work.Windows.size_for
+
+    def next_shard(self: work.Windows, windows: int, size: int, channels: int, budget: int) -> None:
+        per_shard.update({(len(starts), key): n for key, n in tiles.items()})
+        tiles.clear()
+        starts.append(windows)
+        sized(self, windows, size, channels, budget)
+
+    starts: list[int] = []
+    monkeypatch.setattr(work.Windows, "size_for", next_shard)
+    manifest = extract(_params(slides), out=tmp_path / "out")
+    per_shard.update({(len(starts), key): n for key, n in tiles.items()})
+    assert sum(shard.patches for shard in manifest.shards) == 240
+    assert len(windows) >= 240 and set(windows.values()) == {1}
+    assert len(starts) >= 6 and len(per_shard) > 10 and set(per_shard.values()) == {1}
+
+
+def test_a_small_budget_changes_speed_only(
+    slides: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same files with the caches at their smallest (two windows, three tiles): the budget is
+    not part of the dataset, so the manifest and its fingerprint are the same too."""
+    reference = extract(_params(slides), out=tmp_path / "big")
+    sized = work.Windows.size_for
+
+    def starved(self: work.Windows, windows: int, size: int, channels: int, budget: int) -> None:
+        sized(self, windows, size, channels, 2 * size * size * channels + 3 * 64 * 64 * 3)
+
+    monkeypatch.setattr(work.Windows, "size_for", starved)
+    windows, tiles = _count_reads(monkeypatch)
+    small = extract(_params(slides, cache_mb=16), out=tmp_path / "small")
+    assert max(windows.values()) > 1 and max(tiles.values()) > 1  # the caches were too small
+    assert small.fingerprint == reference.fingerprint
+    assert file_digests(tmp_path / "small") == file_digests(tmp_path / "big")
+
+
+def test_caches_are_sized_to_the_working_set_within_the_budget(slides: Path) -> None:
+    with TiffReader(slides / "a" / "one.tif", 3, LIMIT) as reader:
+        windows = work.Windows(reader, 0)
+        windows.size_for(10, 48, 3, budget=2**30)
+        assert windows.keep_bytes == 10 * 48 * 48 * 3
+        # a 48-pixel window touches at most 2 x 2 tiles of 64: 40 tiles of 64x64x3
+        assert reader.tile_cache_bytes == 40 * 64 * 64 * 3
+        windows.size_for(1000, 48, 3, budget=2**30)
+        assert reader.tile_cache_bytes == 80 * 64 * 64 * 3  # every tile of the 512x640 level
+        windows.size_for(1000, 48, 3, budget=2**20)
+        assert windows.keep_bytes == 2**19
+        assert reader.tile_cache_bytes == 2**20 - 2**19
+        assert windows.held_bytes() == 2**20
