@@ -16,7 +16,8 @@ import pytest
 
 import patchpack.dataset.extract
 from patchpack import open_dataset
-from patchpack.audit.verify import verify, verify_rebuild
+from patchpack.audit.rebuild import verify_rebuild
+from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import load_manifest
 from patchpack.dataset.plan import SEGMENT, Draw, ImagePlan, Rect, draw_coords, sample_image

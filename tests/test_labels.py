@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from patchpack.audit.preview import contact_sheet, overlay
-from patchpack.audit.verify import verify, verify_rebuild
+from patchpack.audit.rebuild import verify_rebuild
+from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.io import file_sha256
 from patchpack.dataset.manifest import load_manifest

@@ -265,7 +265,9 @@ def test_verify_fails_and_info_warns_on_an_empty_split(images: Path, tmp_path: P
     split = dataclasses.replace(manifest.params.split, fractions=(0.8, 0.2, 0.0))
     params = dataclasses.replace(manifest.params, split=split)
     refingerprinted = fingerprint(manifest.class_names, manifest.shards, params.to_dict())
-    dataclasses.replace(manifest, params=params, fingerprint=refingerprinted).write(tmp_path / "out")
+    dataclasses.replace(manifest, params=params, fingerprint=refingerprinted).write(
+        tmp_path / "out"
+    )
     problems = verify(tmp_path / "out").problems
     assert problems == [
         "manifest: the val split holds no patch (its fraction is above 0): not a usable dataset; "
@@ -414,7 +416,7 @@ def test_verify_rebuild_of_a_read_only_dataset_folder(
 ) -> None:
     import tempfile
 
-    from patchpack.audit.verify import verify_rebuild
+    from patchpack.audit.rebuild import verify_rebuild
 
     holder = tmp_path / "shared"
     extract(small_params(images), out=holder / "data")

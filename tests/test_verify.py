@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from patchpack.audit.info import info
-from patchpack.audit.verify import verify, verify_rebuild
+from patchpack.audit.rebuild import verify_rebuild
+from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
 from patchpack.dataset.shards import read_shard, write_shard

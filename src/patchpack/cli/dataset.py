@@ -72,7 +72,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from patchpack.audit.verify import verify, verify_rebuild
+    from patchpack.audit.rebuild import verify_rebuild
+    from patchpack.audit.verify import verify
 
     if _reads_remote(args):
         return _remote_verb(args)

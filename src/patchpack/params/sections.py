@@ -25,7 +25,9 @@ LABEL_RULES = ("centre", "majority")
 MAX_PATCHES = 10_000_000  # extract.per_image and extract.per_class
 MAX_PATCH_SIZE = 4096  # extract.patch_size, pixels
 MAX_BLOCK_SIZE = 65536  # split.block_size, pixels
-CHUNK_BYTES = 2**20  # pixels an HDF5 chunk of images holds, about, when shards.chunk_patches is null
+CHUNK_BYTES = (
+    2**20
+)  # pixels an HDF5 chunk of images holds, about, when shards.chunk_patches is null
 CHUNK_ROWS = 256  # ... and at most this many patches
 
 

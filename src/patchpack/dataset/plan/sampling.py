@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from patchpack.dataset.labels.rule import Labeller
+from patchpack.dataset.pixelstd import at_least
 from patchpack.dataset.plan.draws import (
     STREAM_PATCHES,
     STREAM_SPLIT,
@@ -198,7 +199,7 @@ def _kept_by_std(
     """
     if isinstance(pixels, np.ndarray):
         windows = np.lib.stride_tricks.sliding_window_view(pixels, (size, size), axis=(0, 1))
-        kept: np.ndarray = windows[ys, xs].reshape(len(ys), -1).std(axis=1) >= min_std
+        kept: np.ndarray = at_least(windows[ys, xs].reshape(len(ys), -1), min_std)
         return kept
     keep = np.zeros(len(ys), bool)
     for i in range(len(ys)):
