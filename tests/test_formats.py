@@ -24,6 +24,7 @@ from patchpack.dataset.plan import SEGMENT, Draw, ImagePlan, Rect, draw_coords, 
 from patchpack.dataset.shards import FORMAT_VERSION, ShardReader, read_shard
 from patchpack.dataset.sources import SourceImage
 from patchpack.dataset.work import Job, plan_tasks
+from patchpack.errors import ConfigError
 from patchpack.params import CHUNK_BYTES, ShardParams, chunk_rows, params_from_dict
 from support.commands import file_digests, run_patchpack
 from support.images import make_folder, small_params, small_raw
@@ -63,10 +64,10 @@ def test_a_damaged_format_2_shard_is_still_caught(format2: Path) -> None:
 
 
 def test_rebuilding_a_format_2_dataset_says_which_patchpack_wrote_it(format2: Path) -> None:
-    report = verify_rebuild(format2, params_from_dict(small_raw(format2)))
-    assert not report.ok
-    (problem,) = report.problems
-    assert "written in format 2" in problem and "0.1.0" in problem
+    with pytest.raises(ConfigError, match=r"written in format 2 by patchpack 0\.1\.0"):
+        verify_rebuild(format2, params_from_dict(small_raw(format2)))
+    done = run_patchpack("verify", str(format2), "--rebuild", cwd=format2.parent)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_an_unknown_format_version_is_one_line(format2: Path) -> None:

@@ -399,6 +399,27 @@ def test_shards_that_do_not_fit_the_manifest_are_refused(
         open_dataset(folder)
 
 
+@pytest.mark.parametrize("kind", ["external", "soft"])
+def test_a_shard_whose_data_lives_elsewhere_is_refused(project: Path, kind: str) -> None:
+    """A link in a shard would make the loader read another file; it is refused before any read."""
+    import h5py
+
+    folder = project / "out"
+    path = folder / load_manifest(folder).shards[0].path
+    outside = project / "outside.h5"
+    with h5py.File(path, "r") as src, h5py.File(outside, "w") as dst:
+        src.copy("images", dst)
+    with h5py.File(path, "a") as h5:
+        if kind == "soft":
+            h5.copy("images", "elsewhere")
+        del h5["images"]
+        link = h5py.ExternalLink(str(outside), "images") if kind == "external" else None
+        h5["images"] = link if link is not None else h5py.SoftLink("/elsewhere")
+    with pytest.raises(IntegrityError, match="images is a link, not data stored in the shard"):
+        open_dataset(folder)
+    assert not verify(folder).ok
+
+
 # --- 8. names are printed on one line ------------------------------------------------------------
 
 

@@ -348,3 +348,16 @@ def test_a_dvc_lock_file_given(owner, partner, tmp_path):
         assert len(ds.split("test")) > 0
     with pytest.raises(ConfigError, match="give one"):
         patchpack.open_dataset("data/patches", lock=lock, rev="v1", cache_dir=tmp_path / "c")
+
+
+def test_one_cache_folder_serves_one_reader_at_a_time(owner, partner, tmp_path):
+    """A second reader of the same cache folder would evict or adopt the first one's files."""
+    cache = tmp_path / "c"
+    with patchpack.open_dataset("data/patches", remote=True, cache_dir=cache) as first:
+        with pytest.raises(ConfigError, match="in use by another patchpack process"):
+            patchpack.open_dataset("data/patches", remote=True, cache_dir=cache)
+        assert len(epoch(first, "test", shuffle=False, workers=0)) > 0
+    with patchpack.open_dataset("data/patches", remote=True, cache_dir=cache) as again:
+        assert len(epoch(again, "test", shuffle=False, workers=0)) > 0  # released on close
+    with patchpack.open_dataset(owner[0] / "data" / "patches", remote=False) as local:
+        assert len(epoch(local, "test", shuffle=False, workers=0)) > 0  # remote=False: local

@@ -43,7 +43,7 @@ def open_dataset(
     demand into ``cache_dir`` (default ``~/.cache/patchpack/remote``), at most ``cache_size`` bytes
     of them (an int, or ``"512M"``, ``"2G"``), each checked against the manifest's sha256 first.
     """
-    if remote is None and repo is None and rev is None and lock is None:
+    if not remote and repo is None and rev is None and lock is None:
         return _loader.open_dataset(folder)
     from patchpack.sharing.remote_read import RemoteLocation, open_remote
 

@@ -16,7 +16,7 @@ from patchpack.dataset.shards import (
     ShardData,
     read_shard,
 )
-from patchpack.errors import IntegrityError, OutputError
+from patchpack.errors import ConfigError, IntegrityError, OutputError
 from patchpack.params import Params
 
 
@@ -28,18 +28,12 @@ def verify_rebuild(folder: Path, params: Params, *, workers: int = 1) -> Report:
     from patchpack.dataset.extract import extract
 
     folder = Path(folder)
+    _check_rebuildable(folder)
     report = verify(folder)
     report.title = f"verify --rebuild {folder}"
     try:
         manifest = load_manifest(folder)
     except IntegrityError:
-        return report
-    if manifest.format_version != FORMAT_VERSION:
-        report.problems.append(
-            f"{folder}: written in format {manifest.format_version}, this patchpack extracts format "
-            f"{FORMAT_VERSION} (what changed: docs/format.md); its hashes are checked above; to "
-            f"rebuild it install the patchpack that wrote it ({manifest.patchpack})"
-        )
         return report
     scratch = _scratch(folder)
     try:
@@ -83,6 +77,21 @@ def verify_rebuild(folder: Path, params: Params, *, workers: int = 1) -> Report:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+def _check_rebuildable(folder: Path) -> None:
+    """Refuse, before any work, a dataset of an older format: this patchpack cannot give its bytes."""
+    try:
+        manifest = load_manifest(folder)
+    except IntegrityError:
+        return  # verify reports it
+    if manifest.format_version != FORMAT_VERSION:
+        raise ConfigError(
+            f"{folder}: written in format {manifest.format_version} by patchpack "
+            f"{manifest.patchpack}, and this patchpack extracts format {FORMAT_VERSION} (what "
+            f"changed: docs/format.md), so a rebuild cannot match its bytes; run `patchpack verify` "
+            f"without --rebuild to check its hashes, or install patchpack {manifest.patchpack}"
+        )
 
 
 def _scratch(folder: Path) -> Path:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from patchpack.audit.card_check import check_card
 from patchpack.audit.leakage import audit_leakage, audit_note
 from patchpack.dataset.io import file_sha256
@@ -104,7 +106,8 @@ def _verify(
         data = _check_fetched(manifest, entry, report, allow_container_diff, fetch)
         if data is not None:
             # the audit needs coordinates only: dropping the pixels keeps memory to one shard
-            provenance.append(dataclasses.replace(data, images=data.images[:0]))
+            empty = np.empty((0, *data.images.shape[1:]), np.uint8)  # not a view: it would
+            provenance.append(dataclasses.replace(data, images=empty, masks=None))  # hold them
     before = len(report.problems)
     _check_counts(manifest, report)
     _check_fingerprint(manifest, report)

@@ -206,6 +206,7 @@ class ShardLayout:
             found = h5.get(name)
             if not isinstance(found, h5py.Dataset):
                 raise _damaged(path, f"it has no {name} dataset")
+            _stored_inside(h5, name, found, path)
             if found.dtype != dtype or found.shape != shape:
                 raise _damaged(
                     path,
@@ -217,6 +218,8 @@ class ShardLayout:
                 path, "it has a masks dataset, but the manifest says extract.targets: none"
             )
         sources = h5.get("sources")
+        if isinstance(sources, h5py.Dataset):
+            _stored_inside(h5, "sources", sources, path)
         if (
             not isinstance(sources, h5py.Dataset)
             or sources.shape != (self.patches,)
@@ -260,6 +263,16 @@ class ShardMismatch(IntegrityError):
             f"`dvc repro`"
         )
         self.what = what
+
+
+def _stored_inside(h5: h5py.File, name: str, found: h5py.Dataset, path: Path) -> None:
+    """Refuse a dataset whose data lives outside the shard: a soft or external link, external
+    raw storage or a virtual dataset would make a reader open other files."""
+    if not isinstance(h5.get(name, getlink=True), h5py.HardLink):
+        raise _damaged(path, f"{name} is a link, not data stored in the shard")
+    plist = found.id.get_create_plist()
+    if plist.get_external_count() or plist.get_layout() == h5py.h5d.VIRTUAL:
+        raise _damaged(path, f"{name} keeps its data outside the shard")
 
 
 def _damaged(path: Path, what: str) -> ShardMismatch:

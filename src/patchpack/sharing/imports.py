@@ -141,7 +141,13 @@ def _listing(repo: Any, md5: str) -> dict[str, str]:
             f"the registry's remote served bytes with md5 {got} for the listing {md5}: the remote "
             f"is damaged or not the owner's; nothing was kept"
         )
-    return {str(item["relpath"]): str(item["md5"]) for item in json.loads(data)}
+    try:
+        return {str(item["relpath"]): str(item["md5"]) for item in json.loads(data)}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise IntegrityError(
+            f"the registry's listing {md5} is not a DVC directory listing ({type(exc).__name__}); "
+            f"the registry's remote is damaged: ask its owner to `dvc push` again"
+        ) from None
 
 
 def _import_record(dvcfile: Path) -> dict[str, Any] | None:

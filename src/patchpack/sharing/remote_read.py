@@ -38,6 +38,8 @@ DEFAULT_CACHE_BYTES = 2 << 30  # 2 GiB of shards
 LISTING_NAME = ".listing.dir"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
+_DIR_MD5 = re.compile(r"[0-9a-f]{32}\.dir")
+
 
 @dataclass(frozen=True)
 class RemoteLocation:
@@ -266,11 +268,15 @@ def _lock_outs(text: str, name: str, single: str | None = None) -> dict[str, str
         raise RemoteError(f"{name}: not a DVC file (no mapping at its top)")
     stages = raw.get("stages") if single is None else {"": {"outs": raw.get("outs")}}
     found: dict[str, str] = {}
-    for stage in (stages or {}).values():
-        for out in (stage or {}).get("outs") or []:
+    for stage in (stages if isinstance(stages, dict) else {}).values():
+        outs = stage.get("outs") if isinstance(stage, dict) else None
+        for out in outs if isinstance(outs, list) else []:
+            if not isinstance(out, dict):
+                continue
             md5 = out.get("md5")
             path = single if single is not None else out.get("path")
-            if isinstance(path, str) and isinstance(md5, str) and md5.endswith(".dir"):
+            # the md5 names the listing's file in the cache folder: hex digits only
+            if isinstance(path, str) and isinstance(md5, str) and _DIR_MD5.fullmatch(md5):
                 found[path] = md5
     return found
 

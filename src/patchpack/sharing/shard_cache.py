@@ -45,6 +45,23 @@ class _Held:
     checked: bool = False
 
 
+def _hold_folder(folder: Path) -> Any:
+    """An exclusive lock on the cache folder for this cache's life: another process evicting or
+    adopting its files would delete the shards this one reads or downloads."""
+    import fcntl
+
+    handle = open(folder / ".lock", "a+b")  # noqa: SIM115  # held until close()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(
+            f"{folder}: this remote cache folder is in use by another patchpack process; wait "
+            f"for it to finish, or give this one a folder of its own (--cache DIR, cache_dir=)"
+        ) from None
+    return handle
+
+
 class ShardCache:
     """Shards of ``manifest`` (read from ``manifest.folder``, the cache folder) fetched from
     ``store`` (a :class:`patchpack.sharing.objects.RemoteObjects`) by the md5s of ``listing``.
@@ -79,6 +96,7 @@ class ShardCache:
         self._generation = 0
         self._position = 0
         self._order_index: dict[str, int] = {}
+        self._lock = _hold_folder(self.folder)
         self._adopt()
 
     # --- what an earlier run left in the folder --------------------------------------------------
@@ -287,6 +305,7 @@ class ShardCache:
                 if held.reader is not None:
                     held.reader.close()
                     held.reader = None
+        self._lock.close()  # another process may use the folder now
 
 
 class CachedShard:

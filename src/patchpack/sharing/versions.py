@@ -94,7 +94,13 @@ def committed_outs(text: str | None, dvcfile: str | None = None) -> dict[str, st
         return {}
     found: dict[str, str] = {}
     if dvcfile is None:
-        outs = [o for stage in (data.get("stages") or {}).values() for o in stage.get("outs", [])]
+        stages = data.get("stages")
+        outs = [
+            out
+            for stage in (stages.values() if isinstance(stages, dict) else [])
+            if isinstance(stage, dict) and isinstance(stage.get("outs"), list)
+            for out in stage["outs"]
+        ]
         base = ""
     else:
         outs, base = data.get("outs") or [], os.path.dirname(dvcfile)

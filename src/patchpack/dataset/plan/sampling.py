@@ -69,7 +69,7 @@ def draw_coords(
     Raises
     ------
     SourceError
-        When fewer than ``count`` candidates pass ``min_std`` within ``count * max_tries`` draws.
+        When a segment's patches do not all pass within ``SEGMENT * max_tries`` candidates.
     """
     check = min_std > 0
     if check and pixels is None:
@@ -113,7 +113,9 @@ class _Space:
         rng = image_rng(seed, STREAM_PATCHES, plan.source.id, draw.stream, number)
         accepted: list[np.ndarray] = [np.empty((0, 2), np.int64)]
         accepted_labels: list[np.ndarray] = [np.empty(0, np.int32)]
-        found, tried, budget = 0, 0, count * max_tries
+        # the same budget for every segment, a short last one included: whether a draw fails
+        # does not depend on where the count ends
+        found, tried, budget = 0, 0, SEGMENT * max_tries
         while found < count:
             if tried >= budget:
                 raise SourceError(self._too_few(number * SEGMENT + found, tried, labeller))
