@@ -3,6 +3,7 @@ hostile manifests and forged shards. Each test reproduces a failure seen before 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -21,6 +22,7 @@ import pytest
 from patchpack.audit.info import info
 from patchpack.audit.verify import verify
 from patchpack.dataset import outdir, shards, work
+from patchpack.dataset.card import make_card
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
 from patchpack.dataset.shards import read_shard, write_shard
@@ -334,6 +336,9 @@ def _forge(
         again = fingerprint(manifest.class_names, entries, manifest.params.to_dict())
         forged = dataclasses.replace(forged, fingerprint=again)
     forged.write(folder)
+    if fingerprint_too:  # a thorough forger writes the card to match, when the shard reads
+        with contextlib.suppress(IntegrityError):
+            make_card(folder)
 
 
 def _brighter(folder: Path) -> shards.ShardData:
@@ -369,7 +374,7 @@ def test_a_fully_forged_dataset_does_not_match_dvc_lock(project: Path) -> None:
     result = run_patchpack("verify", "out", cwd=project)
     assert result.returncode == 1
     assert "FAIL out hashes to md5" in result.stdout and "but dvc.lock records" in result.stdout
-    assert "(differ: manifest.json, train/shard-00000.h5)" in result.stdout
+    assert "(differ: manifest.json, train/shard-00000.h5, README.md and 2 more)" in result.stdout
     assert run_patchpack("verify", "out", "--no-lock", cwd=project).returncode == 0
 
 

@@ -294,7 +294,8 @@ def test_adding_an_image_changes_few_shards(tmp_path, server, env):
     )
     assert len(before_shards) >= 10
     assert 1 <= len(new_shards) <= 3  # region split: the image adds rows to train, val and test
-    assert len(uploaded) == len(new_shards) + 2  # + the new manifest.json and DVC's .dir listing
+    # + the new manifest.json, its card files (counts and hashes changed) and DVC's .dir listing
+    assert len(uploaded) == len(new_shards) + 2 + len(CARD_FILES)
     assert sum(uploaded.values()) < 0.35 * dataset_bytes
 
 

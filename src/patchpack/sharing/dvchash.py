@@ -19,6 +19,7 @@ import json
 import os
 from pathlib import Path
 
+from patchpack.dataset.card import CARD_FILES
 from patchpack.errors import RemoteError
 
 
@@ -108,7 +109,8 @@ def differences(ours: list[tuple[str, str]], committed: dict[str, str], limit: i
     """The files that differ between a folder's entries and the committed listing, in words."""
     have = dict(ours)
     changed = sorted(
-        path for path in have.keys() & committed.keys() if have[path] != committed[path]
+        (path for path in have.keys() & committed.keys() if have[path] != committed[path]),
+        key=lambda path: (path in CARD_FILES, path),  # the card follows what it describes
     )
     missing = sorted(committed.keys() - have.keys())
     extra = sorted(have.keys() - committed.keys())
