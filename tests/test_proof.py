@@ -150,6 +150,23 @@ def test_block_roi_check_agrees_with_trying_every_position(
         assert _holds_roi(Rect(0, side, 0, side), roi, size, downsample) == brute, trial
 
 
+@pytest.mark.parametrize(("downsample", "mask_downsample"), [(1.0, 1.0), (2.0, 3.0), (1.0, 7.0)])
+def test_block_roi_check_agrees_with_every_position_on_noisy_masks_and_offset_blocks(
+    downsample: float, mask_downsample: float
+) -> None:
+    rng = np.random.default_rng(int(downsample * 100 + mask_downsample))
+    size, side = 12, 96
+    cells = int(np.ceil(side * downsample / mask_downsample))
+    for trial in range(60):
+        mask = rng.random((cells, cells)) < rng.choice([0.02, 0.2, 0.6])
+        roi = _roi(mask, mask_downsample, float(rng.choice([0.25, 0.5, 0.6, 0.9])))
+        y0, x0 = (int(v) for v in rng.integers(0, side - size, 2))
+        y1, x1 = (int(v) for v in rng.integers((y0 + 1, x0 + 1), side + 1))
+        ys, xs = np.mgrid[y0 : max(y0, y1 - size + 1), x0 : max(x0, x1 - size + 1)]
+        brute = bool(roi.keep(ys.ravel(), xs.ravel(), size, downsample).any())
+        assert _holds_roi(Rect(y0, y1, x0, x1), roi, size, downsample) == brute, trial
+
+
 def test_grid_sampling_shares_out_only_blocks_holding_a_grid_position() -> None:
     """Blocks whose ROI positions all lie between grid positions are not shared out: a split that
     received only such blocks would get no patch."""

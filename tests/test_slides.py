@@ -10,8 +10,10 @@ import pytest
 import tifffile
 import yaml
 from PIL import Image
+from skimage.filters import threshold_otsu
 
 from patchpack.audit.verify import verify
+from patchpack.dataset import tissue
 from patchpack.dataset.extract import extract
 from patchpack.dataset.plan import Rect, grid_positions
 from patchpack.dataset.readers import OpenSlideReader, TiffReader, choose_backend, convert
@@ -202,6 +204,31 @@ def test_tissue_patches_lie_in_tissue_and_the_mask_is_verified(
     damaged[-20] ^= 0xFF
     (out / records[0].roi).write_bytes(bytes(damaged))  # type: ignore[operator]
     assert any("tissue mask of a/one.tif differs" in p for p in verify(out).problems)
+
+
+def test_the_tissue_mask_is_otsu_on_the_larger_of_saturation_and_darkness() -> None:
+    """Against the definition, in plain int32 arithmetic, on every (largest, smallest channel) pair
+    with the middle channel anywhere between them, channels in a shuffled order."""
+    from scipy import ndimage
+
+    high, low = (a.ravel() for a in np.mgrid[0:256, 0:256])
+    high, low = high[low <= high], low[low <= high]
+    rng = np.random.default_rng(0)
+    middle = low + (rng.random(len(low)) * (high - low + 1)).astype(np.int64)
+    order = rng.permutation(len(high))
+    side = 182  # 182**2 >= 32,896 pairs; the rest is white background
+    flat = np.full((side * side, 3), 255, np.int64)
+    flat[: len(high)] = np.stack([low, middle, high], axis=1)[order][:, rng.permutation(3)]
+    image = flat.reshape(side, side, 3).astype(np.uint8)
+    top, bottom = flat.max(axis=1), flat.min(axis=1)
+    saturation = np.where(top > 0, (top - bottom) * 255 // np.maximum(top, 1), 0)
+    score = np.maximum(saturation, 255 - top).reshape(side, side)
+    cross = ndimage.generate_binary_structure(2, 1)
+    opened = ndimage.binary_opening(score > threshold_otsu(score.astype(np.uint8)), structure=cross)
+    pieces, count = ndimage.label(opened, structure=cross)
+    keep = np.bincount(pieces.ravel(), minlength=count + 1) >= tissue.MIN_PIECE
+    keep[0] = False
+    assert np.array_equal(tissue.tissue_mask(image, "x"), keep[pieces])
 
 
 def test_a_slide_without_tissue_is_one_line(tmp_path: Path) -> None:

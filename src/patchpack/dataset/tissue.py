@@ -106,15 +106,59 @@ def fractions(
     (coarse masks, small patches) this is coarser than the area in tissue, by at most one mask pixel
     on each side.
     """
-    height, width = table.shape[0] - 1, table.shape[1] - 1
-    y0 = np.clip(np.floor(ys / mask_downsample).astype(np.int64), 0, height)
-    x0 = np.clip(np.floor(xs / mask_downsample).astype(np.int64), 0, width)
-    y1 = np.clip(np.ceil((ys + size) / mask_downsample).astype(np.int64), 0, height)
-    x1 = np.clip(np.ceil((xs + size) / mask_downsample).astype(np.int64), 0, width)
+    y0, y1 = touched(ys, size, mask_downsample, table.shape[0] - 1)
+    x0, x1 = touched(xs, size, mask_downsample, table.shape[1] - 1)
+    return _fraction(table, y0, y1, x0, x1)
+
+
+def touched(
+    starts: np.ndarray, size: float, mask_downsample: float, cells: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mask cells ``first..last - 1`` along one axis that footprints from ``starts`` touch."""
+    first = np.clip(np.floor(starts / mask_downsample).astype(np.int64), 0, cells)
+    last = np.clip(np.ceil((starts + size) / mask_downsample).astype(np.int64), 0, cells)
+    return first, last
+
+
+def _fraction(
+    table: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray
+) -> np.ndarray:
+    """Set cells over touched cells for spans that broadcast against each other."""
     inside = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
     area = np.maximum((y1 - y0) * (x1 - x0), 1)
     result: np.ndarray = inside / area
     return result
+
+
+def any_kept(roi: Roi, y_range: range, x_range: range, size: int, level_downsample: float) -> bool:
+    """Whether any corner of ``y_range`` x ``x_range`` (level pixels) is one :meth:`Roi.keep` keeps.
+
+    Exact, and as fast as the footprints are few: a footprint's fraction depends only on the mask
+    cells it touches, so each distinct span of cells along each axis is tried once, with the very
+    arithmetic of :func:`fractions`.
+    """
+    if not len(y_range) or not len(x_range):
+        return False
+    table = _table(roi.png)
+    scale = level_downsample
+
+    def spans(positions: range, cells: int) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.arange(positions.start, positions.stop, dtype=np.int64) * scale
+        first, last = touched(starts, size * scale, roi.downsample, cells)
+        # both ends only grow with the position, so equal spans are neighbours
+        new = np.ones(len(first), bool)
+        new[1:] = (first[1:] != first[:-1]) | (last[1:] != last[:-1])
+        return first[new], last[new]
+
+    y0, y1 = spans(y_range, table.shape[0] - 1)
+    x0, x1 = spans(x_range, table.shape[1] - 1)
+    rows = max(1, 2**20 // len(x0))  # about a million footprints at a time
+    for top in range(0, len(y0), rows):
+        part = slice(top, top + rows)
+        inside = _fraction(table, y0[part, None], y1[part, None], x0[None, :], x1[None, :])
+        if (inside >= roi.min_fraction).any():
+            return True
+    return False
 
 
 def low_resolution_view(reader: Reader) -> tuple[np.ndarray, float]:
@@ -155,21 +199,34 @@ def _block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
     return np.round(mean).astype(np.uint8)
 
 
+def _score_table() -> np.ndarray:
+    """``max(saturation, darkness)`` for every (largest channel, spread) pair, uint8 (256, 256)."""
+    high, spread = np.mgrid[0:256, 0:256].astype(np.int32)
+    saturation = np.where(high > 0, spread * 255 // np.maximum(high, 1), 0)
+    table: np.ndarray = np.maximum(saturation, 255 - high).astype(np.uint8)
+    return table
+
+
+_SCORE = _score_table()
+
+
 def tissue_mask(pixels: np.ndarray, where: str) -> np.ndarray:
     """Otsu on the larger of saturation and darkness, then a small clean-up; boolean (h, w)."""
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
-    rgb = pixels.astype(np.int32)
-    high, low = rgb.max(axis=2), rgb.min(axis=2)
-    saturation = np.where(high > 0, (high - low) * 255 // np.maximum(high, 1), 0)
-    score = np.maximum(saturation, 255 - high)
+    # channel by channel: a reduction over a short last axis is several times slower
+    channels = [pixels[..., c] for c in range(pixels.shape[2])]
+    high8, low8 = functools.reduce(np.maximum, channels), functools.reduce(np.minimum, channels)
+    index = high8.astype(np.intp) << 8
+    index |= high8 - low8
+    score = _SCORE.ravel()[index]
     if score.min() == score.max():
         raise SourceError(
             f"{where}: the image is uniform, so no tissue can be told from background; remove it or "
             f"use extract.roi: all"
         )
-    threshold = threshold_otsu(score.astype(np.uint8))
+    threshold = threshold_otsu(score)
     cross = ndimage.generate_binary_structure(2, 1)  # a disk of radius 1
     mask = ndimage.binary_opening(score > threshold, structure=cross)
     pieces, count = ndimage.label(mask, structure=cross)

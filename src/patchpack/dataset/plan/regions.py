@@ -8,7 +8,6 @@ blocks that hold a position the sampling in use can take are shared out.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from patchpack.dataset.labels.rule import Labeller
 from patchpack.dataset.plan.draws import STREAM_BLOCKS, Rect, image_rng, largest_remainder
 from patchpack.dataset.sources import SourceImage
-from patchpack.dataset.tissue import Roi
+from patchpack.dataset.tissue import Roi, any_kept
 from patchpack.params import SPLITS, ExtractParams, SplitParams
 
 
@@ -97,8 +96,8 @@ def region_splits(
 
     With a region of interest (or, for grid sampling, label files), only blocks that hold a
     position the sampling in use can take are shared out, so a split never receives only background:
-    for random sampling a position on a half-patch grid that the ROI keeps (every such block holds
-    one), for grid sampling (``extract``) a grid position that the ROI keeps and that carries a label.
+    for random sampling any position that the ROI keeps, for grid sampling (``extract``) a grid
+    position that the ROI keeps and that carries a label.
     """
     blocks = block_grid(source.size.height, source.size.width, split.block_size)
     grid = extract is not None and extract.sampling == "grid"
@@ -122,42 +121,18 @@ def region_splits(
 
 
 def _holds_roi(block: Rect, roi: Roi, patch_size: int, downsample: float) -> bool:
-    """Whether some position of a random patch inside ``block`` lies enough in the ROI.
+    """Whether some position of a random patch inside ``block`` lies enough in the ROI (exact).
 
-    Exact: a footprint's fraction depends only on which mask pixels it touches, which changes only
-    where a footprint edge crosses a mask pixel edge, so one position per run of positions that touch
-    the same mask pixels (:func:`_runs`) stands for them all. Most blocks are settled by a half-patch
-    grid (accepted) or by holding no mask pixel at all (refused) before that.
+    Most blocks are settled at once by a half-patch grid of positions (one is kept); the others are
+    tried at every distinct footprint (:func:`any_kept`).
     """
-    step = max(1, patch_size // 2)
-    corners = grid_positions((block,), patch_size, step)
-    if not len(corners):
-        return False
-    if roi.keep(corners[:, 0], corners[:, 1], patch_size, downsample).any():
+    corners = grid_positions((block,), patch_size, max(1, patch_size // 2))
+    if len(corners) and roi.keep(corners[:, 0], corners[:, 1], patch_size, downsample).any():
         return True
-    side = max(block.y1 - block.y0, block.x1 - block.x0)
-    anything = dataclasses.replace(roi, min_fraction=1e-12)  # any set mask pixel under the block
-    if not anything.keep(np.array([block.y0]), np.array([block.x0]), side, downsample)[0]:
-        return False
-    ys = _runs(block.y0, block.y1 - patch_size, patch_size * downsample, downsample, roi.downsample)
-    xs = _runs(block.x0, block.x1 - patch_size, patch_size * downsample, downsample, roi.downsample)
-    grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
-    return bool(roi.keep(grid[:, 0], grid[:, 1], patch_size, downsample).any())
-
-
-def _runs(
-    low: int, high: int, side: float, downsample: float, mask_downsample: float
-) -> np.ndarray:
-    """Level positions in ``low..high`` that include one of every run of positions whose footprint
-    (``side`` level-0 pixels from ``position * downsample``) touches the same mask rows: the first
-    position, and those next to where the footprint's first or last mask row changes."""
-    if high < low:
-        return np.empty(0, np.int64)
-    start, end = low * downsample, high * downsample + side
-    rows = np.arange(np.floor(start / mask_downsample), np.ceil(end / mask_downsample) + 1)
-    edges = rows * mask_downsample  # level-0 positions of mask row edges
-    starts = np.ceil(edges / downsample)  # first position whose footprint starts past an edge
-    ends = np.floor((edges - side) / downsample) + 1  # first whose footprint ends past an edge
-    found = np.concatenate([[low], starts - 1, starts, starts + 1, ends - 1, ends, ends + 1])
-    found = found[(found >= low) & (found <= high)]
-    return np.unique(found.astype(np.int64))
+    return any_kept(
+        roi,
+        range(block.y0, block.y1 - patch_size + 1),
+        range(block.x0, block.x1 - patch_size + 1),
+        patch_size,
+        downsample,
+    )
