@@ -276,10 +276,8 @@ def timed_extract(params_path: str, out: str, warm_out: str = "") -> None:
         ``{"warm_seconds": ...}``, the time of that second run.
     """
     # extract() imports these lazily, inside the clock; every peer library is imported before its
-    # clock starts, so these are too (patchpack imports no zarr at all)
+    # clock starts, so these are too (patchpack imports neither zarr nor SciPy)
     import imagecodecs  # noqa: F401
-    import scipy.ndimage  # noqa: F401
-    import skimage.filters  # noqa: F401
     import tifffile  # noqa: F401
 
     import patchpack

@@ -13,7 +13,7 @@ from PIL import Image
 from skimage.filters import threshold_otsu
 
 from patchpack.audit.verify import verify
-from patchpack.dataset import tissue
+from patchpack.dataset import binary, tissue
 from patchpack.dataset.extract import extract
 from patchpack.dataset.plan import Rect, grid_positions
 from patchpack.dataset.readers import OpenSlideReader, TiffReader, choose_backend, convert
@@ -229,6 +229,44 @@ def test_the_tissue_mask_is_otsu_on_the_larger_of_saturation_and_darkness() -> N
     keep = np.bincount(pieces.ravel(), minlength=count + 1) >= tissue.MIN_PIECE
     keep[0] = False
     assert np.array_equal(tissue.tissue_mask(image, "x"), keep[pieces])
+
+
+def test_the_mask_operations_equal_scipy_and_scikit_image_on_random_images() -> None:
+    """Otsu's threshold, the opening and the removal of small pieces (binary.py) against
+    scikit-image and SciPy: noise of every density, narrow value ranges, two-level images, shapes
+    from one pixel to wide, and a large mask with many pieces."""
+    from scipy import ndimage
+
+    cross = ndimage.generate_binary_structure(2, 1)
+    rng = np.random.default_rng(7)
+    for trial in range(600):
+        height, width = (int(v) for v in rng.integers(1, 48, 2))
+        low = int(rng.integers(0, 250))
+        image = rng.integers(low, 256, (height, width)).astype(np.uint8)
+        if trial % 3 == 0:
+            image = (rng.random((height, width)) < 0.5).astype(np.uint8) * np.uint8(low + 1)
+        if image.min() != image.max():
+            assert binary.otsu_threshold(image) == threshold_otsu(image), trial
+        mask = rng.random((height, width)) < rng.choice([0.1, 0.5, 0.8, 0.95])
+        opened = ndimage.binary_opening(mask, structure=cross)
+        assert np.array_equal(binary.opened(mask), opened), trial
+        least = int(rng.choice([1, 3, 16, 60]))
+        pieces, count = ndimage.label(mask, structure=cross)
+        keep = np.bincount(pieces.ravel(), minlength=count + 1) >= least
+        keep[0] = False
+        assert np.array_equal(binary.without_small_pieces(mask, least), keep[pieces]), trial
+    # a histogram (1.4 million pixels, 33 values) where counts held as float64, not scikit-image's
+    # float32, would give another threshold
+    counts = [34187, 25359, 45612, 92129, 95622, 42687, 20059, 3097, 26026, 30329, 776, 9653, 60430]
+    counts += [83417, 116573, 62657, 1165, 1, 62736, 711, 33686, 21074, 104823, 69328, 20624]
+    counts += [68692, 935, 73, 8199, 1572, 128585, 29846, 114802]
+    image = np.repeat(np.arange(len(counts), dtype=np.uint8), counts)[None, :]
+    assert binary.otsu_threshold(image) == threshold_otsu(image)
+    mask = rng.random((700, 900)) < 0.55  # about 200,000 runs in many pieces of every size
+    pieces, count = ndimage.label(mask, structure=cross)
+    keep = np.bincount(pieces.ravel(), minlength=count + 1) >= tissue.MIN_PIECE
+    keep[0] = False
+    assert np.array_equal(binary.without_small_pieces(mask, tissue.MIN_PIECE), keep[pieces])
 
 
 def test_a_slide_without_tissue_is_one_line(tmp_path: Path) -> None:

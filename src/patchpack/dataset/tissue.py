@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from patchpack.dataset.binary import opened, otsu_threshold, without_small_pieces
 from patchpack.dataset.readers import Reader, smallest_level_at_least
 from patchpack.errors import SourceError
 
@@ -212,9 +213,6 @@ _SCORE = _score_table()
 
 def tissue_mask(pixels: np.ndarray, where: str) -> np.ndarray:
     """Otsu on the larger of saturation and darkness, then a small clean-up; boolean (h, w)."""
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
     # channel by channel: a reduction over a short last axis is several times slower
     channels = [pixels[..., c] for c in range(pixels.shape[2])]
     high8, low8 = functools.reduce(np.maximum, channels), functools.reduce(np.minimum, channels)
@@ -226,12 +224,5 @@ def tissue_mask(pixels: np.ndarray, where: str) -> np.ndarray:
             f"{where}: the image is uniform, so no tissue can be told from background; remove it or "
             f"use extract.roi: all"
         )
-    threshold = threshold_otsu(score)
-    cross = ndimage.generate_binary_structure(2, 1)  # a disk of radius 1
-    mask = ndimage.binary_opening(score > threshold, structure=cross)
-    pieces, count = ndimage.label(mask, structure=cross)
-    sizes = np.bincount(pieces.ravel(), minlength=count + 1)
-    keep = sizes >= MIN_PIECE
-    keep[0] = False  # the background
-    cleaned: np.ndarray = keep[pieces]
+    cleaned = without_small_pieces(opened(score > otsu_threshold(score)), MIN_PIECE)
     return cleaned
