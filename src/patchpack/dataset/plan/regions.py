@@ -109,7 +109,8 @@ def region_splits(
             if len(grid_coords((b,), extract, source.size.downsample, roi, labeller)[0])
         ]
     elif roi is not None:
-        blocks = [b for b in blocks if _holds_roi(b, roi, patch_size, source.size.downsample)]
+        holding = _hold_roi(blocks, roi, patch_size, source.size.downsample)
+        blocks = [b for b, holds in zip(blocks, holding, strict=True) if holds]
     order = image_rng(seed, STREAM_BLOCKS, source.id).permutation(len(blocks))
     counts = largest_remainder(len(blocks), split.fractions)
     assigned: dict[str, list[Rect]] = {}
@@ -120,19 +121,31 @@ def region_splits(
     return assigned
 
 
-def _holds_roi(block: Rect, roi: Roi, patch_size: int, downsample: float) -> bool:
-    """Whether some position of a random patch inside ``block`` lies enough in the ROI (exact).
+def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: float) -> list[bool]:
+    """Whether some position of a random patch inside each block lies enough in the ROI (exact).
 
-    Most blocks are settled at once by a half-patch grid of positions (one is kept); the others are
-    tried at every distinct footprint (:func:`any_kept`).
+    Most blocks are settled at once by a half-patch grid of positions, all blocks' in one array
+    (one is kept); the others are tried at every distinct footprint (:func:`any_kept`).
     """
-    corners = grid_positions((block,), patch_size, max(1, patch_size // 2))
-    if len(corners) and roi.keep(corners[:, 0], corners[:, 1], patch_size, downsample).any():
-        return True
-    return any_kept(
-        roi,
-        range(block.y0, block.y1 - patch_size + 1),
-        range(block.x0, block.x1 - patch_size + 1),
-        patch_size,
-        downsample,
-    )
+    step = max(1, patch_size // 2)
+    corners = [grid_positions((block,), patch_size, step) for block in blocks]
+    owners = np.repeat(np.arange(len(blocks)), [len(c) for c in corners])
+    grid = np.concatenate([np.empty((0, 2), np.int64), *corners])
+    kept = roi.keep(grid[:, 0], grid[:, 1], patch_size, downsample)
+    settled = np.bincount(owners[kept], minlength=len(blocks)) > 0
+    return [
+        bool(done)
+        or any_kept(
+            roi,
+            range(block.y0, block.y1 - patch_size + 1),
+            range(block.x0, block.x1 - patch_size + 1),
+            patch_size,
+            downsample,
+        )
+        for block, done in zip(blocks, settled.tolist(), strict=True)
+    ]
+
+
+def _holds_roi(block: Rect, roi: Roi, patch_size: int, downsample: float) -> bool:
+    """:func:`_hold_roi` of one block."""
+    return _hold_roi([block], roi, patch_size, downsample)[0]
