@@ -24,16 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from _harness import (
-    benchmark,
-    child_env,
-    folder_bytes,
-    interleaved,
-    ratio,
-    run_fresh,
-    table,
-    timed,
-)
+from _harness import benchmark, folder_bytes, interleaved, ratio, run_fresh, table, timed
 from patchpack.dataset.extract import extract
 from patchpack.dataset.io import file_sha256
 from patchpack.dataset.plan import cut_shards, plan_images, split_counts
@@ -182,26 +173,20 @@ def fixed_cost(root: Path, source: Path, per_image: int, repeats: int = 3) -> No
     extract(params, out=root / "fixed-warmup")
     outs = iter(range(10**6))
 
-    def cli(bytecode_cache: bool) -> Callable[[], float]:
-        def run() -> float:
-            out = root / f"fixed-cli-{next(outs)}"
-            command = [*_patchpack_command(), "extract", "--params", str(path), "--out", str(out)]
-            return run_fresh(command, env=child_env(bytecode_cache=bytecode_cache)).seconds
-
-        return run
+    def cli() -> float:
+        out = root / f"fixed-cli-{next(outs)}"
+        command = [*_patchpack_command(), "extract", "--params", str(path), "--out", str(out)]
+        return run_fresh(command).seconds  # with Python's bytecode cache, see child_env
 
     def warm() -> float:
         return timed(lambda: extract(params, out=root / f"fixed-warm-{next(outs)}"))[1]
 
-    runs = interleaved({"cli": cli(True), "uncached": cli(False), "warm": warm}, repeats)
-    best_cli, best_uncached = min(runs["cli"]), min(runs["uncached"])
-    best_warm = min(runs["warm"])
+    runs = interleaved({"cli": cli, "warm": warm}, repeats)
+    best_cli, best_warm = min(runs["cli"]), min(runs["warm"])
     print(
         f"\nfixed cost of a `patchpack extract` process: {best_cli:.2f} s from the command line, "
         f"{best_warm:.2f} s warm in one process: {best_cli - best_warm:.2f} s outside the per-patch "
-        f"work (target at most 0.35; fastest of {repeats} each, in turns); without a bytecode cache "
-        f"(PYTHONDONTWRITEBYTECODE set, every module compiled again) {best_uncached:.2f} s, "
-        f"{best_uncached - best_warm:.2f} s outside"
+        f"work (target at most 0.35; fastest of {repeats} each, in turns)"
     )
 
 

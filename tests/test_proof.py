@@ -17,7 +17,7 @@ from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
 from patchpack.dataset.plan import Rect, grid_coords, region_splits
-from patchpack.dataset.plan.regions import _holds_roi
+from patchpack.dataset.plan.regions import _hold_roi, _holds_roi, block_grid
 from patchpack.dataset.readers import Level
 from patchpack.dataset.shards import read_shard, write_shard
 from patchpack.dataset.sources import SourceImage
@@ -159,12 +159,55 @@ def test_block_roi_check_agrees_with_every_position_on_noisy_masks_and_offset_bl
     cells = int(np.ceil(side * downsample / mask_downsample))
     for trial in range(60):
         mask = rng.random((cells, cells)) < rng.choice([0.02, 0.2, 0.6])
-        roi = _roi(mask, mask_downsample, float(rng.choice([0.25, 0.5, 0.6, 0.9])))
+        roi = _roi(mask, mask_downsample, float(rng.choice([0.0, 0.25, 0.5, 0.6, 0.9])))
         y0, x0 = (int(v) for v in rng.integers(0, side - size, 2))
         y1, x1 = (int(v) for v in rng.integers((y0 + 1, x0 + 1), side + 1))
         ys, xs = np.mgrid[y0 : max(y0, y1 - size + 1), x0 : max(x0, x1 - size + 1)]
         brute = bool(roi.keep(ys.ravel(), xs.ravel(), size, downsample).any())
         assert _holds_roi(Rect(y0, y1, x0, x1), roi, size, downsample) == brute, trial
+
+
+@pytest.mark.parametrize(
+    ("downsample", "mask_downsample"), [(1.0, 2.0), (2.000037, 3.3), (4.0, 1.0)]
+)
+def test_every_block_of_a_grid_is_judged_as_trying_every_position_would(
+    downsample: float, mask_downsample: float
+) -> None:
+    """All blocks of a block grid at once (the batched half-grid, the no-set-cell shortcut and the
+    exact check), against trying every position, with sparse tissue and fractional downsamples."""
+    rng = np.random.default_rng(int(downsample * 1000 + mask_downsample))
+    size, height, width = 10, 150, 130
+    cells = (
+        int(np.ceil(height * downsample / mask_downsample)) + 1,
+        int(np.ceil(width * downsample / mask_downsample)) + 1,
+    )
+    blocks = block_grid(height, width, 23)
+    mixed = 0
+    for trial in range(12):
+        mask = rng.random(cells) < 0.02  # specks, and a few blobs of every size
+        for _ in range(int(rng.integers(1, 6))):
+            y, x = (int(rng.integers(0, c)) for c in cells)
+            mask[
+                y : y + int(rng.integers(1, cells[0] // 3)),
+                x : x + int(rng.integers(1, cells[1] // 3)),
+            ] = True
+        roi = _roi(mask, mask_downsample, float(rng.choice([0.05, 0.5, 0.75])))
+        expected = []
+        for b in blocks:
+            ys, xs = np.mgrid[b.y0 : b.y1 - size + 1, b.x0 : b.x1 - size + 1]
+            expected.append(bool(roi.keep(ys.ravel(), xs.ravel(), size, downsample).any()))
+        assert _hold_roi(blocks, roi, size, downsample) == expected, trial
+        mixed += 0 < sum(expected) < len(blocks)
+    assert mixed >= 4  # grids with blocks of both kinds
+
+
+def test_with_a_fraction_of_zero_every_block_holding_a_position_is_shared_out() -> None:
+    mask = np.zeros((40, 40), bool)
+    mask[0, 0] = True  # tissue in one corner only
+    # the second block's positions (13 and 14 on each axis) miss the half-patch grid (0, 4, 8, 16)
+    blocks = [Rect(0, 13, 0, 13), Rect(13, 22, 13, 22), Rect(22, 40, 22, 40)]
+    assert _hold_roi(blocks, _roi(mask, 1.0, 0.0), 8, 1.0) == [True, True, True]
+    assert _hold_roi(blocks, _roi(mask, 1.0, 0.01), 8, 1.0) == [True, False, False]
 
 
 def test_grid_sampling_shares_out_only_blocks_holding_a_grid_position() -> None:

@@ -53,6 +53,20 @@ class Roi:
         kept: np.ndarray = inside >= self.min_fraction
         return kept
 
+    def touches(self, rects: np.ndarray, level_downsample: float) -> np.ndarray:
+        """Whether a set mask cell lies under or next to each level rectangle (rows of y0, y1, x0,
+        x1): a footprint inside a rectangle that this says False for touches no set cell (the
+        cell of margin absorbs any rounding of a fractional downsample)."""
+        table = _table(self.png)
+        height, width = table.shape[0] - 1, table.shape[1] - 1
+        level0 = rects * level_downsample
+        y0, y1 = touched(level0[:, 0], level0[:, 1] - level0[:, 0], self.downsample, height)
+        x0, x1 = touched(level0[:, 2], level0[:, 3] - level0[:, 2], self.downsample, width)
+        y0, x0 = np.maximum(y0 - 1, 0), np.maximum(x0 - 1, 0)
+        y1, x1 = np.minimum(y1 + 1, height), np.minimum(x1 + 1, width)
+        inside: np.ndarray = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] > 0
+        return inside
+
 
 @functools.lru_cache(maxsize=8)
 def _table(png: bytes) -> np.ndarray:
@@ -113,7 +127,7 @@ def fractions(
 
 
 def touched(
-    starts: np.ndarray, size: float, mask_downsample: float, cells: int
+    starts: np.ndarray, size: float | np.ndarray, mask_downsample: float, cells: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The mask cells ``first..last - 1`` along one axis that footprints from ``starts`` touch."""
     first = np.clip(np.floor(starts / mask_downsample).astype(np.int64), 0, cells)

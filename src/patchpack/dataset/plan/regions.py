@@ -124,25 +124,37 @@ def region_splits(
 def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: float) -> list[bool]:
     """Whether some position of a random patch inside each block lies enough in the ROI (exact).
 
-    Most blocks are settled at once by a half-patch grid of positions, all blocks' in one array
-    (one is kept); the others are tried at every distinct footprint (:func:`any_kept`).
+    All blocks at once: those with a kept position on a half-patch grid are in, those whose
+    footprints touch no set mask cell at all are out (a fraction of 0 is never kept, since the
+    rule's fraction is above 0), and the rest are tried at every distinct footprint
+    (:func:`any_kept`).
     """
     step = max(1, patch_size // 2)
-    corners = [grid_positions((block,), patch_size, step) for block in blocks]
-    owners = np.repeat(np.arange(len(blocks)), [len(c) for c in corners])
-    grid = np.concatenate([np.empty((0, 2), np.int64), *corners])
-    kept = roi.keep(grid[:, 0], grid[:, 1], patch_size, downsample)
-    settled = np.bincount(owners[kept], minlength=len(blocks)) > 0
+    last = patch_size - 1
+    found = [
+        (index, y, x)
+        for index, b in enumerate(blocks)
+        for y in range(-(-b.y0 // step) * step, b.y1 - last, step)
+        for x in range(-(-b.x0 // step) * step, b.x1 - last, step)
+    ]
+    corners = np.array(found, np.int64).reshape(-1, 3)
+    kept = roi.keep(corners[:, 1], corners[:, 2], patch_size, downsample)
+    settled = np.bincount(corners[kept, 0], minlength=len(blocks)) > 0
+    spans = np.array([(b.y0, b.y1, b.x0, b.x1) for b in blocks], np.int64).reshape(-1, 4)
+    touches = roi.touches(spans, downsample) if roi.min_fraction > 0 else np.ones(len(blocks), bool)
     return [
         bool(done)
-        or any_kept(
-            roi,
-            range(block.y0, block.y1 - patch_size + 1),
-            range(block.x0, block.x1 - patch_size + 1),
-            patch_size,
-            downsample,
+        or (
+            bool(touch)
+            and any_kept(
+                roi,
+                range(block.y0, block.y1 - last),
+                range(block.x0, block.x1 - last),
+                patch_size,
+                downsample,
+            )
         )
-        for block, done in zip(blocks, settled.tolist(), strict=True)
+        for block, done, touch in zip(blocks, settled.tolist(), touches.tolist(), strict=True)
     ]
 
 
