@@ -19,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from patchpack.dataset import byte_deciding_modules
 from patchpack.dataset.card import write_card
 from patchpack.dataset.counts import _check_labelled_splits, _counts
@@ -298,13 +296,25 @@ def _collect(
     results: list[Result],
     total: int,
 ) -> None:
-    with tqdm(total=total, desc="extract", unit="shard", disable=not sys.stderr.isatty()) as bar:
+    with _progress(total) as advance:
         for done in executor.map(run_task, tasks):
             for index, entry, image, per_class in done:
                 if image is not None:  # gathered: this process writes what the worker built
                     write_bytes_atomic(staging / entry.path, image)
                 results.append((index, entry, None, per_class))
-            bar.update(len(done))
+            advance(len(done))
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], object]]:
+    """A progress bar of ``total`` shards on a terminal; nothing (and no tqdm import) otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda count: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc="extract", unit="shard") as bar:
+        yield bar.update
 
 
 def plan_digest(params: Params, class_names: list[str], sources: list[SourceImage]) -> str:
