@@ -1,6 +1,6 @@
 """Parallel extraction: one process, a local process pool and a Dask LocalCluster, in one run.
 
-Usage: ``python benchmarks/bench_cluster.py [--quick] [--json out.json]``
+Usage: ``python benchmarks/bench_cluster.py [--quick] [--scaling] [--repeats N] [--json out.json]``
 
 Two workloads, each extracted with ``--workers 1``, ``--workers 2`` and ``--cluster local:2``
 (end to end, pool or cluster start-up included, in a fresh process each, the engines in turns,
@@ -9,6 +9,10 @@ fastest of ``--repeats``):
 * the demo photographs with 10,000 random 32x32 patches per image (80,000 patches);
 * one demo slide (``patchpack sources --slide``, 20,480 pixels a side), 4,000 random 128x128 tissue
   patches at 0.5 µm/px: since format 3 its shards spread over the workers.
+
+With ``--scaling`` two larger workloads join them, for the table of work against workers: the demo
+photographs with 29,000 patches per image (232,000 patches), and eight demo slides (sides 10,240 to
+13,824 pixels, so each is a different file) with 1,000 such patches each.
 
 It prints seconds and speed-ups against ``--workers 1`` measured in the same run, checks that all
 three give byte-identical datasets, and estimates from the per-shard time what a cluster of 100 nodes
@@ -30,6 +34,7 @@ from _harness import benchmark, interleaved, patchpack, ratio, table
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".bench" / "cluster"
+SIDES = (10_240, 10_752, 11_264, 11_776, 12_288, 12_800, 13_312, 13_824)  # eight distinct slides
 ENGINES = (("--workers 1", ["--workers", "1"]), ("--workers 2", ["--workers", "2"]),
            ("--cluster local:2", ["--cluster", "local:2"]))  # fmt: skip
 
@@ -68,6 +73,43 @@ def workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
     ]
 
 
+def scaling_workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
+    """(name, params) of the two larger workloads of ``--scaling``."""
+    per_image, sides, slide_patches = (3000, (4096, 4608), 100) if quick else (29_000, SIDES, 1000)
+    demo, slides = WORK / "demo", WORK / f"slides-{len(sides)}-{sides[0]}"
+    if not demo.exists():
+        patchpack("sources", "--out", str(demo), cwd=ROOT)
+    if not slides.exists():
+        building = WORK / "slides-building"
+        shutil.rmtree(building, ignore_errors=True)
+        for side in sides:
+            patchpack(
+                "sources", "--slide", "--side", str(side), "--out", str(WORK / "one"), cwd=ROOT
+            )
+            (building / "demo").mkdir(parents=True, exist_ok=True)
+            (WORK / "one" / "demo" / "slide.tif").rename(building / "demo" / f"slide-{side}.tif")
+            shutil.rmtree(WORK / "one")
+        building.rename(slides)
+    photographs = {
+        "source": {"dir": str(demo)},
+        "extract": {"per_image": per_image},
+        "shards": {"target_patches": 1024},
+    }
+    slide_params = {
+        "source": {"dir": str(slides), "channels": 3, "mpp": 0.5},
+        "extract": {"patch_size": 128, "per_image": slide_patches, "roi": "tissue"},
+        "split": {"block_size": 512},
+        "shards": {"target_patches": 128},
+    }
+    return [
+        (f"demo photographs, {8 * per_image:,} patches of 32x32", photographs),
+        (
+            f"{len(sides)} demo slides, {slide_patches:,} tissue patches of 128x128 each",
+            slide_params,
+        ),
+    ]
+
+
 def measure(name: str, params: dict[str, object], repeats: int) -> dict[str, object]:
     """Seconds per engine (fastest of ``repeats``, engines in turns), dataset digests, shard count."""
     folder = WORK / "run"
@@ -103,7 +145,7 @@ def report(results: list[dict[str, object]]) -> None:
         print(f"{result['workload']}: cluster / pool: "
               f"{seconds['--cluster local:2'] / seconds['--workers 2']:.2f} (target at most 1.15); "
               f"byte-identical: {result['identical']}")  # fmt: skip
-    slide = results[-1]
+    slide = results[1]
     per_shard = slide["seconds"]["--workers 1"] / slide["shards"]  # type: ignore[index]
     print(f"\nestimate: {per_shard:.2f} s per shard of the slide workload on one core here; 2,000 "
           f"slides x {slide['shards']} shards on 100 nodes of 16 cores: "
@@ -111,9 +153,10 @@ def report(results: list[dict[str, object]]) -> None:
           f"file system keeps up")  # fmt: skip
 
 
-def run(quick: bool, repeats: int) -> list[dict[str, object]]:
-    """Both workloads measured and reported; the figures ``--json`` writes."""
-    results = [measure(name, params, repeats) for name, params in workloads(quick)]
+def run(quick: bool, repeats: int, scaling: bool) -> list[dict[str, object]]:
+    """The workloads measured and reported; the figures ``--json`` writes."""
+    chosen = workloads(quick) + (scaling_workloads(quick) if scaling else [])
+    results = [measure(name, params, repeats) for name, params in chosen]
     report(results)
     return results
 
@@ -122,10 +165,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small workloads: a smoke run")
     parser.add_argument("--repeats", type=int, default=2, help="runs per engine (default 2)")
+    parser.add_argument(
+        "--scaling", action="store_true", help="also 232,000 demo patches and eight demo slides"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    benchmark(lambda: run(args.quick, args.repeats), args.json)
+    benchmark(lambda: run(args.quick, args.repeats, args.scaling), args.json)
 
 
 if __name__ == "__main__":
