@@ -16,7 +16,7 @@ from patchpack.audit.leakage import _overlap
 from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
-from patchpack.dataset.plan import Rect, grid_coords, region_splits
+from patchpack.dataset.plan import Rect, grid_coords, grid_positions, region_splits
 from patchpack.dataset.plan.regions import _hold_roi, _holds_roi, block_grid
 from patchpack.dataset.readers import Level
 from patchpack.dataset.shards import read_shard, write_shard
@@ -163,7 +163,10 @@ def test_block_roi_check_agrees_with_every_position_on_noisy_masks_and_offset_bl
         y0, x0 = (int(v) for v in rng.integers(0, side - size, 2))
         y1, x1 = (int(v) for v in rng.integers((y0 + 1, x0 + 1), side + 1))
         ys, xs = np.mgrid[y0 : max(y0, y1 - size + 1), x0 : max(x0, x1 - size + 1)]
-        brute = bool(roi.keep(ys.ravel(), xs.ravel(), size, downsample).any())
+        on_grid = (
+            len(grid_positions([Rect(y0, y1, x0, x1)], size, size // 2)) > 0
+        )  # format 3's rule
+        brute = on_grid and bool(roi.keep(ys.ravel(), xs.ravel(), size, downsample).any())
         assert _holds_roi(Rect(y0, y1, x0, x1), roi, size, downsample) == brute, trial
 
 
@@ -201,13 +204,19 @@ def test_every_block_of_a_grid_is_judged_as_trying_every_position_would(
     assert mixed >= 4  # grids with blocks of both kinds
 
 
-def test_with_a_fraction_of_zero_every_block_holding_a_position_is_shared_out() -> None:
+def test_a_block_off_the_half_patch_grid_is_not_shared_out_and_zero_fractions_keep_the_rest() -> (
+    None
+):
+    """Format 3 shares out only blocks holding a position on the half-patch grid: a block under 1.5
+    patches on a side can miss it, and is refused even full of tissue (bytes decided so); with a
+    fraction of 0 every other block is in, wherever the tissue is."""
     mask = np.zeros((40, 40), bool)
     mask[0, 0] = True  # tissue in one corner only
     # the second block's positions (13 and 14 on each axis) miss the half-patch grid (0, 4, 8, 16)
     blocks = [Rect(0, 13, 0, 13), Rect(13, 22, 13, 22), Rect(22, 40, 22, 40)]
-    assert _hold_roi(blocks, _roi(mask, 1.0, 0.0), 8, 1.0) == [True, True, True]
+    assert _hold_roi(blocks, _roi(mask, 1.0, 0.0), 8, 1.0) == [True, False, True]
     assert _hold_roi(blocks, _roi(mask, 1.0, 0.01), 8, 1.0) == [True, False, False]
+    assert _hold_roi(blocks, _roi(np.ones((40, 40), bool), 1.0, 1.0), 8, 1.0) == [True, False, True]
 
 
 def test_grid_sampling_shares_out_only_blocks_holding_a_grid_position() -> None:

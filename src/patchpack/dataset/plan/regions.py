@@ -96,8 +96,9 @@ def region_splits(
 
     With a region of interest (or, for grid sampling, label files), only blocks that hold a
     position the sampling in use can take are shared out, so a split never receives only background:
-    for random sampling any position that the ROI keeps, for grid sampling (``extract``) a grid
-    position that the ROI keeps and that carries a label.
+    for random sampling a position that the ROI keeps, in a block that holds a position on the
+    half-patch grid (:func:`_hold_roi`), for grid sampling (``extract``) a grid position that the ROI
+    keeps and that carries a label.
     """
     blocks = block_grid(source.size.height, source.size.width, split.block_size)
     grid = extract is not None and extract.sampling == "grid"
@@ -121,31 +122,46 @@ def region_splits(
     return assigned
 
 
-def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: float) -> list[bool]:
-    """Whether some position of a random patch inside each block lies enough in the ROI (exact).
+_CORNERS_AT_ONCE = 1 << 20  # half-grid corners per array: bounds memory on gigapixel levels
 
-    All blocks at once: those with a kept position on a half-patch grid are in, those whose
-    footprints touch no set mask cell at all are out (a fraction of 0 is never kept, since the
-    rule's fraction is above 0), and the rest are tried at every distinct footprint
-    (:func:`any_kept`).
+
+def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: float) -> list[bool]:
+    """Whether each block is shared out: it holds a position on the half-patch grid (the grid of
+    step ``patch_size // 2`` anchored at the image's corner), and some position of a random patch
+    inside it lies enough in the ROI (exact).
+
+    All blocks at once: those with a kept half-grid position are in, those without any half-grid
+    position are out (format 3 decides so: a block under 1.5 patches on a side can miss the grid),
+    those whose footprints touch no set mask cell are out (a fraction above 0 is never reached
+    there), and the rest are tried at every distinct footprint (:func:`any_kept`).
     """
     step = max(1, patch_size // 2)
     last = patch_size - 1
-    found = [
-        (index, y, x)
-        for index, b in enumerate(blocks)
-        for y in range(-(-b.y0 // step) * step, b.y1 - last, step)
-        for x in range(-(-b.x0 // step) * step, b.x1 - last, step)
-    ]
-    corners = np.array(found, np.int64).reshape(-1, 3)
-    kept = roi.keep(corners[:, 1], corners[:, 2], patch_size, downsample)
-    settled = np.bincount(corners[kept, 0], minlength=len(blocks)) > 0
     spans = np.array([(b.y0, b.y1, b.x0, b.x1) for b in blocks], np.int64).reshape(-1, 4)
+    first_y, first_x = -(-spans[:, 0] // step) * step, -(-spans[:, 2] // step) * step
+    rows = np.maximum(0, (spans[:, 1] - last - first_y + step - 1) // step)
+    cols = np.maximum(0, (spans[:, 3] - last - first_x + step - 1) // step)
+    counts = rows * cols
+    settled = np.zeros(len(blocks), bool)
+    start = 0
+    while start < len(blocks):  # blocks in groups of at most about a million corners
+        end = start + max(1, int(np.searchsorted(np.cumsum(counts[start:]), _CORNERS_AT_ONCE)))
+        group = np.arange(start, end)
+        owner = np.repeat(group, counts[group])
+        within = np.arange(len(owner)) - np.repeat(
+            np.cumsum(counts[group]) - counts[group], counts[group]
+        )
+        ys = first_y[owner] + within // cols[owner] * step
+        xs = first_x[owner] + within % cols[owner] * step
+        kept = roi.keep(ys, xs, patch_size, downsample)
+        settled[group] = np.bincount(owner[kept] - start, minlength=len(group)) > 0
+        start = end
     touches = roi.touches(spans, downsample) if roi.min_fraction > 0 else np.ones(len(blocks), bool)
+    undecided = (counts > 0) & ~settled & touches
     return [
         bool(done)
         or (
-            bool(touch)
+            bool(open_)
             and any_kept(
                 roi,
                 range(block.y0, block.y1 - last),
@@ -154,7 +170,7 @@ def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: flo
                 downsample,
             )
         )
-        for block, done, touch in zip(blocks, settled.tolist(), touches.tolist(), strict=True)
+        for block, done, open_ in zip(blocks, settled.tolist(), undecided.tolist(), strict=True)
     ]
 
 
