@@ -53,48 +53,18 @@ def digest(folder: Path) -> str:
     return total.hexdigest()
 
 
-def workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
-    """(name, params) of the two workloads; the sources are written under WORK."""
-    per_image, side, slide_patches = (1000, 4096, 400) if quick else (10_000, 20_480, 4000)
-    demo, slide = WORK / "demo", WORK / f"slide-{side}"
+def _demo() -> Path:
+    """The demo photographs under WORK, written on first need."""
+    demo = WORK / "demo"
     if not demo.exists():
         patchpack("sources", "--out", str(demo), cwd=ROOT)
-    if not slide.exists():
-        patchpack("sources", "--slide", "--side", str(side), "--out", str(slide), cwd=ROOT)
-    photographs = {
-        "source": {"dir": str(demo)},
-        "extract": {"per_image": per_image},
-        "shards": {"target_patches": 1024},
-    }
-    slide_params = {
-        "source": {"dir": str(slide), "channels": 3, "mpp": 0.5},
-        "extract": {"patch_size": 128, "per_image": slide_patches, "roi": "tissue"},
-        "split": {"block_size": 512},
-        "shards": {"target_patches": 128},
-    }
-    return [
-        (f"demo photographs, {8 * per_image:,} patches of 32x32", photographs),
-        (f"demo slide {side} x {side}, {slide_patches:,} tissue patches of 128x128", slide_params),
-    ]
+    return demo
 
 
-def scaling_workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
-    """(name, params) of the two larger workloads of ``--scaling``."""
-    per_image, sides, slide_patches = (3000, (4096, 4608), 100) if quick else (29_000, SIDES, 1000)
-    demo, slides = WORK / "demo", WORK / f"slides-{len(sides)}-{sides[0]}"
-    if not demo.exists():
-        patchpack("sources", "--out", str(demo), cwd=ROOT)
-    if not slides.exists():
-        building = WORK / "slides-building"
-        shutil.rmtree(building, ignore_errors=True)
-        for side in sides:
-            patchpack(
-                "sources", "--slide", "--side", str(side), "--out", str(WORK / "one"), cwd=ROOT
-            )
-            (building / "demo").mkdir(parents=True, exist_ok=True)
-            (WORK / "one" / "demo" / "slide.tif").rename(building / "demo" / f"slide-{side}.tif")
-            shutil.rmtree(WORK / "one")
-        building.rename(slides)
+def _pair(
+    demo: Path, per_image: int, slides: Path, slide_patches: int, slide_name: str
+) -> list[tuple[str, dict[str, object]]]:
+    """(name, params) of the photographs and of the slide folder, with the benchmark's settings."""
     photographs = {
         "source": {"dir": str(demo)},
         "extract": {"per_image": per_image},
@@ -108,11 +78,35 @@ def scaling_workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
     }
     return [
         (f"demo photographs, {8 * per_image:,} patches of 32x32", photographs),
-        (
-            f"{len(sides)} demo slides, {slide_patches:,} tissue patches of 128x128 each",
-            slide_params,
-        ),
+        (f"{slide_name}, {slide_patches:,} tissue patches of 128x128", slide_params),
     ]
+
+
+def workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
+    """(name, params) of the two workloads; the sources are written under WORK."""
+    per_image, side, slide_patches = (1000, 4096, 400) if quick else (10_000, 20_480, 4000)
+    slide = WORK / f"slide-{side}"
+    if not slide.exists():
+        patchpack("sources", "--slide", "--side", str(side), "--out", str(slide), cwd=ROOT)
+    return _pair(_demo(), per_image, slide, slide_patches, f"demo slide {side} x {side}")
+
+
+def scaling_workloads(quick: bool) -> list[tuple[str, dict[str, object]]]:
+    """(name, params) of the two larger workloads of ``--scaling``."""
+    per_image, sides, slide_patches = (3000, (4096, 4608), 100) if quick else (29_000, SIDES, 1000)
+    slides = WORK / f"slides-{len(sides)}-{sides[0]}"
+    if not slides.exists():
+        building = WORK / "slides-building"
+        shutil.rmtree(building, ignore_errors=True)
+        for side in sides:
+            patchpack(
+                "sources", "--slide", "--side", str(side), "--out", str(WORK / "one"), cwd=ROOT
+            )
+            (building / "demo").mkdir(parents=True, exist_ok=True)
+            (WORK / "one" / "demo" / "slide.tif").rename(building / "demo" / f"slide-{side}.tif")
+            shutil.rmtree(WORK / "one")
+        building.rename(slides)
+    return _pair(_demo(), per_image, slides, slide_patches, f"{len(sides)} demo slides, each")
 
 
 def _busy(seconds: float) -> float:

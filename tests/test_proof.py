@@ -17,7 +17,7 @@ from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
 from patchpack.dataset.plan import Rect, grid_coords, grid_positions, region_splits
-from patchpack.dataset.plan.regions import _hold_roi, _holds_roi, block_grid
+from patchpack.dataset.plan.regions import _hold_roi, block_grid
 from patchpack.dataset.readers import Level
 from patchpack.dataset.shards import read_shard, write_shard
 from patchpack.dataset.sources import SourceImage
@@ -108,6 +108,10 @@ def test_leak_that_overlaps_only_at_level0_scale_is_found(level1_dataset: Path) 
 
 
 # --- no exit 0 with an empty split or class ------------------------------------------------------
+
+
+def _holds_roi(block: Rect, roi: Roi, patch_size: int, downsample: float) -> bool:
+    return _hold_roi([block], roi, patch_size, downsample)[0]
 
 
 def _roi(mask: np.ndarray, downsample: float, min_fraction: float) -> Roi:

@@ -64,8 +64,8 @@ class Roi:
         x0, x1 = touched(level0[:, 2], level0[:, 3] - level0[:, 2], self.downsample, width)
         y0, x0 = np.maximum(y0 - 1, 0), np.maximum(x0 - 1, 0)
         y1, x1 = np.minimum(y1 + 1, height), np.minimum(x1 + 1, width)
-        inside: np.ndarray = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] > 0
-        return inside
+        touching: np.ndarray = _set_cells(table, y0, y1, x0, x1) > 0
+        return touching
 
 
 @functools.lru_cache(maxsize=8)
@@ -139,10 +139,18 @@ def _fraction(
     table: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray
 ) -> np.ndarray:
     """Set cells over touched cells for spans that broadcast against each other."""
-    inside = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    inside = _set_cells(table, y0, y1, x0, x1)
     area = np.maximum((y1 - y0) * (x1 - x0), 1)
     result: np.ndarray = inside / area
     return result
+
+
+def _set_cells(
+    table: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray
+) -> np.ndarray:
+    """Set mask cells in rows ``y0..y1 - 1`` and columns ``x0..x1 - 1``, from the summed-area table."""
+    inside: np.ndarray = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    return inside
 
 
 def any_kept(roi: Roi, y_range: range, x_range: range, size: int, level_downsample: float) -> bool:

@@ -142,15 +142,15 @@ def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: flo
     rows = np.maximum(0, (spans[:, 1] - last - first_y + step - 1) // step)
     cols = np.maximum(0, (spans[:, 3] - last - first_x + step - 1) // step)
     counts = rows * cols
+    before = np.cumsum(counts) - counts  # corners of the blocks before each block
     settled = np.zeros(len(blocks), bool)
     start = 0
     while start < len(blocks):  # blocks in groups of at most about a million corners
-        end = start + max(1, int(np.searchsorted(np.cumsum(counts[start:]), _CORNERS_AT_ONCE)))
+        limit = before[start] + _CORNERS_AT_ONCE
+        end = max(start + 1, int(np.searchsorted(before + counts, limit, side="right")))
         group = np.arange(start, end)
         owner = np.repeat(group, counts[group])
-        within = np.arange(len(owner)) - np.repeat(
-            np.cumsum(counts[group]) - counts[group], counts[group]
-        )
+        within = np.arange(len(owner)) - np.repeat(before[group] - before[start], counts[group])
         ys = first_y[owner] + within // cols[owner] * step
         xs = first_x[owner] + within % cols[owner] * step
         kept = roi.keep(ys, xs, patch_size, downsample)
@@ -172,8 +172,3 @@ def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: flo
         )
         for block, done, open_ in zip(blocks, settled.tolist(), undecided.tolist(), strict=True)
     ]
-
-
-def _holds_roi(block: Rect, roi: Roi, patch_size: int, downsample: float) -> bool:
-    """:func:`_hold_roi` of one block."""
-    return _hold_roi([block], roi, patch_size, downsample)[0]
