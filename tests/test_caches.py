@@ -26,12 +26,12 @@ def slides(tmp_path: Path) -> Path:
     return tmp_path / "slides"
 
 
-def _params(slides: Path, cache_mb: int = 256):  # type: ignore[no-untyped-def]
+def _params(slides: Path, cache_mb: int = 256, per_image: int = 120):  # type: ignore[no-untyped-def]
     return params_from_dict(
         {
             "base": {"seed": 3},
             "source": {"dir": str(slides), "channels": 3, "cache_mb": cache_mb},
-            "extract": {"patch_size": 48, "per_image": 120, "min_std": 20.0, "roi": "tissue"},
+            "extract": {"patch_size": 48, "per_image": per_image, "min_std": 20.0, "roi": "tissue"},
             "split": {"mode": "region", "block_size": 64},
             "shards": {"target_patches": 64, "chunk_patches": 16},
         }
@@ -118,3 +118,74 @@ def test_caches_are_sized_to_the_working_set_within_the_budget(slides: Path) -> 
         assert windows.keep_bytes == 2**19
         assert reader.tile_cache_bytes == 2**20 - 2**19
         assert windows.held_bytes() == 2**20
+
+
+def test_a_slide_stays_open_across_the_tasks_of_a_run(
+    slides: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slide's shards spread over several tasks; on a local worker the slide is hashed and its
+    tiles decoded once for all of them (not once per task), and is closed when the run ends."""
+    _, tiles = _count_reads(monkeypatch)
+    hashed: collections.Counter = collections.Counter()  # type: ignore[type-arg]
+    check, tasks = work.check_source, []
+    run_task = work.run_task
+
+    def counted_check(source):  # type: ignore[no-untyped-def]
+        hashed[source.path.name] += 1
+        check(source)
+
+    def counted_task(task: work.Task):  # type: ignore[no-untyped-def]
+        if not tasks:
+            tiles.clear()  # the tissue masks decoded their own (a small slide's level 0)
+        tasks.append(task)
+        return run_task(task)
+
+    monkeypatch.setattr(work, "check_source", counted_check)
+    monkeypatch.setattr(work, "RACY_NS", 0)  # the slides were just written: not racy for this test
+    monkeypatch.setattr("patchpack.dataset.extract.run_task", counted_task)
+    extract(_params(slides, per_image=300), out=tmp_path / "out")
+    spread = {name for task in tasks[1:] for job in task.jobs for name in _names(job)}
+    assert spread & {name for job in tasks[0].jobs for name in _names(job)}  # a slide in two tasks
+    assert len(tasks) >= 3 and all(task.keep_windows for task in tasks)
+    assert hashed == {"one.tif": 2, "two.tif": 2}  # its tissue mask, then all its shards
+    assert len(tiles) > 20 and set(tiles.values()) == {1}
+    assert not work._caches().pixels  # closed with the run
+    assert file_digests(tmp_path / "out") == _released_after_each_task(slides, tmp_path)
+
+
+def _names(job: work.Job) -> set[str]:
+    return {job.plans[piece.image].source.path.name for piece in job.spec.pieces}
+
+
+def _released_after_each_task(slides: Path, tmp_path: Path) -> dict[str, str]:
+    """The same run with every reader closed when its task ends (as on a Dask worker)."""
+    with pytest.MonkeyPatch.context() as patch:
+        plan_tasks = work.plan_tasks
+        patch.setattr(
+            "patchpack.dataset.extract.plan_tasks",
+            lambda jobs, workers, keep_windows: plan_tasks(jobs, workers, keep_windows=False),
+        )
+        extract(_params(slides, per_image=300), out=tmp_path / "released")
+    return file_digests(tmp_path / "released")
+
+
+def test_a_slide_changed_between_tasks_is_hashed_again(slides: Path) -> None:
+    """A slide kept open is checked before each reuse: a file rewritten since it was opened is
+    opened and hashed again, and refused when its bytes differ from the catalog's."""
+    from patchpack.dataset.sources import catalog
+    from patchpack.errors import SourceError
+
+    _, sources = catalog(slides, max_megapixels=1.0)
+    source = next(s for s in sources if s.path.name == "one.tif")
+    try:
+        first = work._pixels(source, 3, 1.0)
+        assert work._pixels(source, 3, 1.0) is first  # unchanged: the same open reader
+        data = source.path.read_bytes()
+        source.path.write_bytes(data)  # the same bytes, written again: reopened, and accepted
+        second = work._pixels(source, 3, 1.0)
+        assert second is not first and isinstance(second, work.Windows)
+        source.path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        with pytest.raises(SourceError, match="differ from those the catalog hashed"):
+            work._pixels(source, 3, 1.0)
+    finally:
+        work.release_pixels()

@@ -247,3 +247,35 @@ def test_a_scheduler_that_goes_away_is_one_line_and_the_dataset_stays(
     assert len(lines) == 1 and "the Dask cluster failed during the run" in lines[0], stderr
     assert "the previous dataset is intact" in lines[0]
     assert file_digests(tmp_path / "out") == before
+
+
+def test_a_pool_of_two_is_this_process_and_one_worker_taking_tasks_in_turn() -> None:
+    """``--workers 2`` runs tasks here and in one spawned worker, from one queue: both take tasks,
+    and the results come back in the order of the tasks whichever finished first."""
+    from patchpack.engine.executors import ProcessPool
+    from support.tasks import pid_after
+
+    pool = ProcessPool(2)
+    try:
+        items = [(number, 0.05 * (number % 3)) for number in range(12)]
+        done = list(pool.map(pid_after, items))
+    finally:
+        pool.close()
+    assert [number for number, _ in done] == list(range(12))
+    pids = {pid for _, pid in done}
+    assert len(pids) == 2 and os.getpid() in pids
+
+
+def test_a_failed_task_raises_in_order_and_the_pool_closes() -> None:
+    from patchpack.engine.executors import ProcessPool
+    from support.tasks import fails_at
+
+    pool = ProcessPool(3)
+    results = []
+    try:
+        with pytest.raises(ValueError, match="item 3 is bad"):
+            for result in pool.map(fails_at, list(range(8))):
+                results.append(result)
+    finally:
+        pool.close()
+    assert results == [0, 1, 2]

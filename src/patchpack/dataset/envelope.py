@@ -2,14 +2,20 @@
 the manifest records and a Dask worker must match.
 
 Versions come from the installed packages' metadata, not from importing them: tifffile, zarr and
-OpenSlide cost a third of a second to import, and a dataset of small images decodes none of them. A
-version that exists only inside a library (HDF5's, libjpeg's, imagecodecs' codecs) is asked of
-modules that extraction imports anyway (h5py, Pillow) or that import in milliseconds (imagecodecs).
+OpenSlide cost a third of a second to import, and a dataset of small images decodes none of them.
+The metadata is read from the names of the ``*.dist-info`` folders on ``sys.path`` (one directory
+listing each), as ``importlib.metadata`` finds them, without importing it (20-40 ms, most of it its
+e-mail parser); a distribution found no such way is asked of ``importlib.metadata``. A version that
+exists only inside a library (HDF5's, libjpeg's, imagecodecs' codecs) is asked of modules that
+extraction imports anyway (h5py, Pillow) or that import in milliseconds (imagecodecs).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
+import re
 import sys
 import zlib
 
@@ -56,10 +62,9 @@ def current_environment() -> dict[str, str]:
 def decoder_versions() -> dict[str, str]:
     """Versions of the tile decoders (where pixels can differ between machines), in the order the
     manifest has always listed them."""
-    from importlib import metadata  # 20-40 ms to import: not at ``import patchpack``
-
-    versions = {name: metadata.version(name) for name in _DISTRIBUTIONS}
-    versions["openslide"] = _openslide_library()
+    found = distribution_versions((*_DISTRIBUTIONS, "openslide-bin"))
+    versions = {name: _required(found, name) for name in _DISTRIBUTIONS}
+    versions["openslide"] = _openslide_library(found.get("openslide-bin"))
     import imagecodecs  # its codecs load lazily: a few milliseconds for these three
 
     for codec in _CODECS:
@@ -69,15 +74,58 @@ def decoder_versions() -> dict[str, str]:
     return versions
 
 
-def _openslide_library() -> str:
+def _normalized(name: str) -> str:
+    """A distribution name as the packaging specs compare them (``openslide_python`` is
+    ``openslide-python``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def distribution_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each of ``names`` found on ``sys.path`` (a missing one is left
+    out): the first ``NAME-VERSION.dist-info`` folder in ``sys.path`` order, which is the one
+    ``importlib.metadata`` reads; a distribution installed another way (an ``.egg-info``) is asked
+    of ``importlib.metadata`` itself."""
+    wanted = {_normalized(name): name for name in names}
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            listing = os.scandir(entry or ".")
+        except OSError:  # a zip file, a folder that is gone
+            continue
+        with listing:
+            for item in listing:
+                stem, dot, suffix = item.name.rpartition(".")
+                if suffix != "dist-info" or not dot:
+                    continue
+                name, dash, version = stem.partition("-")
+                key = _normalized(name)
+                if dash and key in wanted and wanted[key] not in found:
+                    found[wanted[key]] = version
+        if len(found) == len(wanted):
+            return found
+    from importlib import metadata
+
+    for name in names:
+        if name not in found:
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                found[name] = metadata.version(name)
+    return found
+
+
+def _required(found: dict[str, str], name: str) -> str:
+    if name not in found:
+        from importlib import metadata
+
+        raise metadata.PackageNotFoundError(name)  # what importlib.metadata.version raised
+    return found[name]
+
+
+def _openslide_library(openslide_bin: str | None) -> str:
     """The OpenSlide library's version. openslide-python loads the openslide-bin build when it is
     installed, and openslide-bin is numbered as the OpenSlide it ships plus a build number
     (``4.0.1.2`` ships OpenSlide 4.0.1); any other library is asked directly, which loads it."""
-    from importlib import metadata
+    if openslide_bin is not None:
+        return ".".join(openslide_bin.split(".")[:3])
+    import openslide
 
-    try:
-        return ".".join(metadata.version("openslide-bin").split(".")[:3])
-    except metadata.PackageNotFoundError:
-        import openslide
-
-        return str(openslide.__library_version__)
+    return str(openslide.__library_version__)

@@ -280,7 +280,8 @@ def _run(
 ) -> list[tuple[ShardEntry, tuple[int, ...]]]:
     """Run the jobs as tasks; write gathered shard bytes here; (entry, patches per class) of each
     shard, in canonical order."""
-    tasks = plan_tasks(jobs, parallelism)
+    # a local worker's readers end with the run (the pool is closed after it): let them outlive a task
+    tasks = plan_tasks(jobs, parallelism, keep_windows=not isinstance(executor, DaskExecutor))
     results: list[Result] = []
     try:
         _collect(executor, tasks, staging, results, len(jobs))

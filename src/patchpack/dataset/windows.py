@@ -16,9 +16,10 @@ class Windows:
 
     The windows read while checking candidates are kept (up to :attr:`keep_bytes`), since the
     candidates that pass are the patches cut next: each patch is then decoded once. Before a shard
-    is cut, :meth:`size_for` sizes this and the reader's tile cache to what the shard needs, within
-    ``source.cache_mb``: smaller than its working set, a cache read in the order it was filled
-    misses on every read.
+    is cut, :meth:`size_for` sizes this to what the shard needs and the reader's tile cache to what
+    this and the earlier shards of the source needed (random patches of one slide share tiles
+    across shards), within ``source.cache_mb``: smaller than its working set, a cache read in the
+    order it was filled misses on every read.
     """
 
     KEEP_BYTES = 64 * 2**20
@@ -31,14 +32,17 @@ class Windows:
             collections.OrderedDict()
         )
         self._bytes = 0
+        self._tiles_needed = 0  # the most tile bytes a shard of this source has touched so far
 
     def size_for(self, windows: int, size: int, channels: int, budget: int) -> None:
         """Size the caches for ``windows`` windows of ``size`` pixels: their bytes kept (at most
-        half of ``budget``), and the tiles they touch (at most the rest)."""
+        half of ``budget``), and the tiles they touch or an earlier shard's did, whichever is more
+        (at most the rest)."""
         self.keep_bytes = min(windows * size * size * channels, budget // 2)
         if isinstance(self.reader, TiffReader):
             needed = self.reader.tile_bytes(self.level, size, size, windows)
-            self.reader.tile_cache_bytes = min(needed, budget - self.keep_bytes)
+            self._tiles_needed = max(self._tiles_needed, needed)
+            self.reader.tile_cache_bytes = min(self._tiles_needed, budget - self.keep_bytes)
 
     def held_bytes(self) -> int:
         """The most bytes this source's caches may hold."""

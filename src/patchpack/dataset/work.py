@@ -16,6 +16,7 @@ import hashlib
 import json
 import stat
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,17 +56,24 @@ class Job:
 
 @dataclass(frozen=True)
 class Task:
-    """Jobs that run together on one worker, with their positions in the canonical shard order."""
+    """Jobs that run together on one worker, with their positions in the canonical shard order.
+
+    ``keep_windows``: leave the windowed sources (slides) open when the task ends, with their
+    decoded tiles, for the run's next tasks on this worker: a slide's shards spread over several
+    tasks, and each task would otherwise hash the slide file and decode its tiles again. Set where
+    the worker's readers end with the run (this process, a local pool), not on a Dask worker.
+    """
 
     indices: tuple[int, ...]
     jobs: tuple[Job, ...]
+    keep_windows: bool = False
 
 
 # (position in the canonical shard order, manifest entry, shard bytes when gathering, patches per class)
 Result = tuple[int, ShardEntry, bytes | None, tuple[int, ...]]
 
 
-def plan_tasks(jobs: Sequence[Job], workers: int) -> list[Task]:
+def plan_tasks(jobs: Sequence[Job], workers: int, *, keep_windows: bool = False) -> list[Task]:
     """Group ``jobs`` so that an image's shards (in every split) share a task, about three tasks per
     worker, balanced by patch count; a task boundary falls between images, or between shards of a
     windowed source (a slide), whose patches each shard draws from its own segments' streams.
@@ -95,7 +103,9 @@ def plan_tasks(jobs: Sequence[Job], workers: int) -> list[Task]:
         tasks[-1].append(i)
         filled += jobs[i].spec.patches
         last_image = max(last_image, *images)
-    return [Task(tuple(group), tuple(jobs[i] for i in group)) for group in tasks if group]
+    return [
+        Task(tuple(group), tuple(jobs[i] for i in group), keep_windows) for group in tasks if group
+    ]
 
 
 def run_task(task: Task) -> list[Result]:
@@ -105,7 +115,7 @@ def run_task(task: Task) -> list[Result]:
             (index, *write_job(job)) for index, job in zip(task.indices, task.jobs, strict=True)
         ]
     finally:
-        release_pixels()
+        release_pixels(keep_windows=task.keep_windows)
 
 
 @dataclass(frozen=True)
@@ -235,7 +245,7 @@ def build_shard(job: Job) -> ShardData:
         coords.append(np.round(xy.astype(np.float64) * plan.source.size.downsample))
         levels.append(np.full(n, plan.source.level, np.int32))
     for piece in job.spec.pieces:  # a windowed source is read while the shard is cut: check again
-        check_source(local_copy(job.plans[piece.image].source))
+        _check(local_copy(job.plans[piece.image].source))
     return ShardData(
         images=images,
         labels=np.concatenate(labels),
@@ -284,23 +294,75 @@ def _cut_into(target: np.ndarray, pixels: np.ndarray | Windows, xy: np.ndarray, 
 def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.ndarray | Windows:
     """Pixels, kept for the next shards (an image's shards usually follow each other): a small image
     decoded whole, or windowed access to a large one. The file is checked against the sha256 the
-    catalog recorded before it is decoded."""
+    catalog recorded before it is decoded (see :func:`_check`)."""
     key = (source, channels, max_megapixels)
     cache = _caches().pixels
     found = cache.pop(key, None)
+    here = local_copy(source)
+    try:
+        same = _check(here)
+    except BaseException:
+        if found is not None:
+            _close(found)
+        raise
+    if not same and found is not None:  # another file since it was kept: open it anew
+        _close(found)
+        found = None
     if found is None:
-        here = local_copy(source)
-        check_source(here)
         if here.backend != "pillow":
             found = Windows(reader_for(here, channels, max_megapixels), here.level)
         else:
             found = load_pixels(here, channels, max_megapixels)
             found.flags.writeable = False
-            check_source(here)  # the bytes decoded are those the catalog hashed
+            _check(here)  # the bytes decoded are those the catalog hashed
     cache[key] = found
     while len(cache) > 1 and sum(_size(value) for value in cache.values()) > PIXEL_CACHE_BYTES:
         _close(cache.popitem(last=False)[1])
     return found
+
+
+# A file whose modification or change time lies this close to (or after) the moment it was checked
+# may have been written again within one tick of the file system's clock, unseen: hash it again.
+RACY_NS = 2 * 10**9
+
+
+def _check(source: SourceImage) -> bool:
+    """Refuse a source file whose bytes are not those the catalog hashed, without hashing it again
+    when this thread hashed it before and nothing about the file has changed since.
+
+    A gigapixel slide is read for many shards, and hashing its gigabytes for each would cost more
+    than cutting them. What is compared is the file's identity, as ``make`` and ``git`` compare it:
+    device, inode, size, modification and change times (a write changes them, and the change time
+    cannot be set back), taken before the hash; as git does with a racy index entry, a file changed
+    within ``RACY_NS`` of its check is hashed every time.
+
+    Returns whether the file is the very one checked before (so a reader open on it reads the
+    bytes that were hashed); ``False`` the first time, or when it was replaced or rewritten with
+    the same bytes.
+    """
+    hashed = _caches().hashed
+    known = hashed.get(source.path)
+    identity, taken = _file_identity(source.path), time.time_ns()
+    if (
+        known is not None
+        and identity
+        and identity == known[0]
+        and max(identity[3:]) < known[1] - RACY_NS
+    ):
+        return True
+    check_source(source)
+    hashed[source.path] = (identity, taken)
+    return known is not None and identity == known[0]
+
+
+def _file_identity(path: Path) -> tuple[int, ...]:
+    """What changes when a file is replaced or written: device, inode, size, modification and
+    change times (empty when it cannot be read: the hash check that follows says why)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return ()
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 def check_source(source: SourceImage) -> None:
@@ -320,12 +382,17 @@ def _close(value: np.ndarray | Windows) -> None:
         value.reader.close()
 
 
-def release_pixels() -> None:
-    """Forget this thread's kept pixels and close the files its windowed sources hold open."""
-    cache = _caches().pixels
-    while cache:
-        _close(cache.popitem()[1])
-    _caches().rows.clear()
+def release_pixels(*, keep_windows: bool = False) -> None:
+    """Forget this thread's kept pixels and close the files its windowed sources hold open; with
+    ``keep_windows``, forget only the images decoded whole (the windowed sources stay open, their
+    tiles kept, within the same bound of ``PIXEL_CACHE_BYTES``)."""
+    caches = _caches()
+    for key in list(caches.pixels):
+        if not (keep_windows and isinstance(caches.pixels[key], Windows)):
+            _close(caches.pixels.pop(key))
+    kept = {value.reader.path for value in caches.pixels.values() if isinstance(value, Windows)}
+    caches.hashed = {path: seen for path, seen in caches.hashed.items() if path in kept}
+    caches.rows.clear()
 
 
 class _Caches(threading.local):
@@ -336,6 +403,8 @@ class _Caches(threading.local):
             tuple[SourceImage, int, float], np.ndarray | Windows
         ] = collections.OrderedDict()
         self.rows: collections.OrderedDict[Any, Rows] = collections.OrderedDict()
+        # source files checked by hash: their identity then, and when it was taken (see _check)
+        self.hashed: dict[Path, tuple[tuple[int, ...], int]] = {}
 
 
 _CACHES = _Caches()

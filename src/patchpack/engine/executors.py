@@ -5,11 +5,11 @@ independent tasks and hands their results back in submission order; nothing it d
 byte. One small interface, three implementations:
 
 * :class:`Serial`: this process (``--workers 1``);
-* :class:`ProcessPool`: ``--workers N`` spawned processes, started at once so their imports overlap
-  with the planning. Ctrl-C is this process's to handle: the workers ignore SIGINT from their very
-  start (they are spawned with it blocked, then ignore it), so a Ctrl-C on the terminal, which
-  signals the whole process group, reaches them as nothing; this process unwinds and terminates
-  them, and no worker prints a traceback;
+* :class:`ProcessPool`: ``--workers N``: this process and N - 1 spawned ones, started at once so
+  their imports overlap with the planning, taking tasks from one queue. Ctrl-C is this process's
+  to handle: the workers ignore SIGINT from their very start (they are spawned with it blocked,
+  then ignore it), so a Ctrl-C on the terminal, which signals the whole process group, reaches
+  them as nothing; this process unwinds and terminates them, and no worker prints a traceback;
 * :class:`DaskExecutor`: ``--cluster local:N`` (a ``distributed.LocalCluster`` of N worker processes)
   or ``--scheduler ADDRESS`` (a running scheduler: SSH, SLURM through dask-jobqueue ...), through
   ``Client.get_executor()``. Before any task runs, every worker reports the environment envelope the
@@ -22,12 +22,15 @@ byte. One small interface, three implementations:
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import multiprocessing
 import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from patchpack.engine.output import ignore_file_size_signal
 from patchpack.errors import ClusterError, PatchpackError
@@ -84,22 +87,88 @@ def _start_worker() -> None:
 
 
 class ProcessPool:
-    """``workers`` spawned processes, started when the pool is made (so they warm up meanwhile)."""
+    """``workers`` processes at work: this one and ``workers - 1`` spawned ones, started when the
+    pool is made (so their imports overlap with the planning), all taking tasks from one queue.
+
+    This process would otherwise only wait for the workers' results; taking tasks itself it needs
+    one spawned interpreter fewer (whose imports, on a small machine, compete with the planning),
+    and it has every module loaded already. A worker that finishes a task is handed the next one
+    at once (from the pool's result thread), so none waits while this process runs a task.
+    """
 
     def __init__(self, workers: int) -> None:
         # spawn, not fork: forked children would inherit HDF5's library state from the parent
         context = multiprocessing.get_context("spawn")
+        self._children = max(1, workers - 1)
         with _sigint_blocked():  # the pool's threads, and the workers they replace, inherit it
-            self._pool = context.Pool(workers, initializer=_start_worker)
+            self._pool = context.Pool(self._children, initializer=_start_worker)
 
     def map(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
         if len(items) == 1:  # nothing to share out: sending it to a worker only adds the transfer
             return map(function, items)
-        return self._pool.imap(function, items, chunksize=1)
+        return self._shared(function, items)
+
+    def _shared(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
+        """Every item through ``function``, here or in a worker; results in the order of items."""
+        queue = _SharedQueue(self._pool, function, items, self._children)
+        for index in range(len(items)):
+            yield queue.result(index)
 
     def close(self) -> None:
         self._pool.terminate()
         self._pool.join()
+
+
+class _SharedQueue(Generic[T, R]):
+    """The tasks of one :meth:`ProcessPool.map`: the pool's workers and this process take them in
+    order; a worker is handed the next task from the pool's result thread as it finishes one."""
+
+    def __init__(self, pool: Any, function: Callable[[T], R], items: list[T], children: int):
+        self._pool, self._function, self._items = pool, function, items
+        self._lock = threading.Condition()
+        self._pending = collections.deque(range(len(items)))
+        self._finished: dict[int, tuple[bool, Any]] = {}  # index -> (succeeded, result or error)
+        with self._lock:
+            for _ in range(children):
+                self._submit()
+
+    def _submit(self) -> None:
+        """The next task to a worker (with the lock held)."""
+        if self._pending:
+            index = self._pending.popleft()
+            self._pool.apply_async(
+                self._function,
+                (self._items[index],),
+                callback=functools.partial(self._settle, index, True),
+                error_callback=functools.partial(self._settle, index, False),
+            )
+
+    def _settle(self, index: int, succeeded: bool, outcome: Any) -> None:
+        """A worker's task is done (in the pool's result thread): keep it, hand out the next."""
+        with self._lock:
+            self._finished[index] = (succeeded, outcome)
+            self._submit()
+            self._lock.notify_all()
+
+    def result(self, index: int) -> R:
+        """Task ``index``'s result (its exception raised), running other tasks here meanwhile."""
+        while True:
+            with self._lock:
+                if index in self._finished:
+                    succeeded, outcome = self._finished.pop(index)
+                    if not succeeded:
+                        raise outcome
+                    return cast(R, outcome)
+                if not self._pending:
+                    self._lock.wait()
+                    continue
+                mine = self._pending.popleft()
+            try:
+                done: tuple[bool, Any] = (True, self._function(self._items[mine]))
+            except Exception as exc:  # raised in its turn, as a worker's would be
+                done = (False, exc)
+            with self._lock:
+                self._finished[mine] = done
 
 
 class DaskExecutor:
