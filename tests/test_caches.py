@@ -123,16 +123,19 @@ def test_caches_are_sized_to_the_working_set_within_the_budget(slides: Path) -> 
 def test_a_slide_stays_open_across_the_tasks_of_a_run(
     slides: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A slide's shards spread over several tasks; on a local worker the slide is hashed and its
-    tiles decoded once for all of them (not once per task), and is closed when the run ends."""
+    """A slide's shards spread over several tasks; on a local worker the slide stays open and its
+    tiles are decoded once for all of them (not once per task), the file hashed once in the run
+    (by the catalog), and it is closed when the run ends."""
+    from patchpack.dataset.sources import hashing
+
     _, tiles = _count_reads(monkeypatch)
     hashed: collections.Counter = collections.Counter()  # type: ignore[type-arg]
-    check, tasks = work.check_source, []
+    file_sha256, tasks = hashing.file_sha256, []
     run_task = work.run_task
 
-    def counted_check(source):  # type: ignore[no-untyped-def]
-        hashed[source.path.name] += 1
-        check(source)
+    def counted_hash(path: Path) -> str:
+        hashed[path.name] += 1
+        return file_sha256(path)
 
     def counted_task(task: work.Task):  # type: ignore[no-untyped-def]
         if not tasks:
@@ -140,14 +143,14 @@ def test_a_slide_stays_open_across_the_tasks_of_a_run(
         tasks.append(task)
         return run_task(task)
 
-    monkeypatch.setattr(work, "check_source", counted_check)
-    monkeypatch.setattr(work, "RACY_NS", 0)  # the slides were just written: not racy for this test
+    monkeypatch.setattr(hashing, "file_sha256", counted_hash)
+    monkeypatch.setattr(hashing, "RACY_NS", 0)  # the slides were just written: not racy here
     monkeypatch.setattr("patchpack.dataset.extract.run_task", counted_task)
     extract(_params(slides, per_image=300), out=tmp_path / "out")
     spread = {name for task in tasks[1:] for job in task.jobs for name in _names(job)}
     assert spread & {name for job in tasks[0].jobs for name in _names(job)}  # a slide in two tasks
     assert len(tasks) >= 3 and all(task.keep_windows for task in tasks)
-    assert hashed == {"one.tif": 2, "two.tif": 2}  # its tissue mask, then all its shards
+    assert hashed == {"one.tif": 1, "two.tif": 1}
     assert len(tiles) > 20 and set(tiles.values()) == {1}
     assert not work._caches().pixels  # closed with the run
     assert file_digests(tmp_path / "out") == _released_after_each_task(slides, tmp_path)
@@ -169,21 +172,33 @@ def _released_after_each_task(slides: Path, tmp_path: Path) -> dict[str, str]:
     return file_digests(tmp_path / "released")
 
 
-def test_a_slide_changed_between_tasks_is_hashed_again(slides: Path) -> None:
-    """A slide kept open is checked before each reuse: a file rewritten since it was opened is
-    opened and hashed again, and refused when its bytes differ from the catalog's."""
-    from patchpack.dataset.sources import catalog
+def test_a_slide_changed_between_tasks_is_hashed_again(
+    slides: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slide kept open is checked before each reuse, by its hash while the file stays the same
+    (its stat key: no read), hashed again once it was written, and refused when its bytes differ
+    from the catalog's; a file written within ``RACY_NS`` of its hash is hashed every time."""
+    from patchpack.dataset.sources import catalog, hashing
     from patchpack.errors import SourceError
 
+    hashes: list[str] = []
+    file_sha256 = hashing.file_sha256
+    monkeypatch.setattr(
+        hashing, "file_sha256", lambda path: hashes.append(path.name) or file_sha256(path)
+    )
     _, sources = catalog(slides, max_megapixels=1.0)
     source = next(s for s in sources if s.path.name == "one.tif")
     try:
         first = work._pixels(source, 3, 1.0)
-        assert work._pixels(source, 3, 1.0) is first  # unchanged: the same open reader
+        assert work._pixels(source, 3, 1.0) is first
+        assert hashes.count("one.tif") == 3  # just written: racy, so hashed at every check
+        monkeypatch.setattr(hashing, "RACY_NS", 0)
+        work._pixels(source, 3, 1.0)
+        work._pixels(source, 3, 1.0)
+        assert hashes.count("one.tif") == 3  # not racy: the stat key stands for the hash
         data = source.path.read_bytes()
-        source.path.write_bytes(data)  # the same bytes, written again: reopened, and accepted
-        second = work._pixels(source, 3, 1.0)
-        assert second is not first and isinstance(second, work.Windows)
+        source.path.write_bytes(data)  # the same bytes, written again: hashed again, and accepted
+        assert work._pixels(source, 3, 1.0) is first and hashes.count("one.tif") == 4
         source.path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
         with pytest.raises(SourceError, match="differ from those the catalog hashed"):
             work._pixels(source, 3, 1.0)

@@ -16,7 +16,6 @@ import hashlib
 import json
 import stat
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +244,7 @@ def build_shard(job: Job) -> ShardData:
         coords.append(np.round(xy.astype(np.float64) * plan.source.size.downsample))
         levels.append(np.full(n, plan.source.level, np.int32))
     for piece in job.spec.pieces:  # a windowed source is read while the shard is cut: check again
-        _check(local_copy(job.plans[piece.image].source))
+        check_source(local_copy(job.plans[piece.image].source))
     return ShardData(
         images=images,
         labels=np.concatenate(labels),
@@ -294,75 +293,30 @@ def _cut_into(target: np.ndarray, pixels: np.ndarray | Windows, xy: np.ndarray, 
 def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.ndarray | Windows:
     """Pixels, kept for the next shards (an image's shards usually follow each other): a small image
     decoded whole, or windowed access to a large one. The file is checked against the sha256 the
-    catalog recorded before it is decoded (see :func:`_check`)."""
+    catalog recorded before it is decoded."""
     key = (source, channels, max_megapixels)
     cache = _caches().pixels
     found = cache.pop(key, None)
     here = local_copy(source)
     try:
-        same = _check(here)
+        # hashed once per process while it stays the same file (see sources.hashing): a reader kept
+        # open reads what was hashed, unless the file was written since, which this check refuses
+        check_source(here)
     except BaseException:
         if found is not None:
             _close(found)
         raise
-    if not same and found is not None:  # another file since it was kept: open it anew
-        _close(found)
-        found = None
     if found is None:
         if here.backend != "pillow":
             found = Windows(reader_for(here, channels, max_megapixels), here.level)
         else:
             found = load_pixels(here, channels, max_megapixels)
             found.flags.writeable = False
-            _check(here)  # the bytes decoded are those the catalog hashed
+            check_source(here)  # the bytes decoded are those the catalog hashed
     cache[key] = found
     while len(cache) > 1 and sum(_size(value) for value in cache.values()) > PIXEL_CACHE_BYTES:
         _close(cache.popitem(last=False)[1])
     return found
-
-
-# A file whose modification or change time lies this close to (or after) the moment it was checked
-# may have been written again within one tick of the file system's clock, unseen: hash it again.
-RACY_NS = 2 * 10**9
-
-
-def _check(source: SourceImage) -> bool:
-    """Refuse a source file whose bytes are not those the catalog hashed, without hashing it again
-    when this thread hashed it before and nothing about the file has changed since.
-
-    A gigapixel slide is read for many shards, and hashing its gigabytes for each would cost more
-    than cutting them. What is compared is the file's identity, as ``make`` and ``git`` compare it:
-    device, inode, size, modification and change times (a write changes them, and the change time
-    cannot be set back), taken before the hash; as git does with a racy index entry, a file changed
-    within ``RACY_NS`` of its check is hashed every time.
-
-    Returns whether the file is the very one checked before (so a reader open on it reads the
-    bytes that were hashed); ``False`` the first time, or when it was replaced or rewritten with
-    the same bytes.
-    """
-    hashed = _caches().hashed
-    known = hashed.get(source.path)
-    identity, taken = _file_identity(source.path), time.time_ns()
-    if (
-        known is not None
-        and identity
-        and identity == known[0]
-        and max(identity[3:]) < known[1] - RACY_NS
-    ):
-        return True
-    check_source(source)
-    hashed[source.path] = (identity, taken)
-    return known is not None and identity == known[0]
-
-
-def _file_identity(path: Path) -> tuple[int, ...]:
-    """What changes when a file is replaced or written: device, inode, size, modification and
-    change times (empty when it cannot be read: the hash check that follows says why)."""
-    try:
-        status = path.stat()
-    except OSError:
-        return ()
-    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 def check_source(source: SourceImage) -> None:
@@ -390,8 +344,6 @@ def release_pixels(*, keep_windows: bool = False) -> None:
     for key in list(caches.pixels):
         if not (keep_windows and isinstance(caches.pixels[key], Windows)):
             _close(caches.pixels.pop(key))
-    kept = {value.reader.path for value in caches.pixels.values() if isinstance(value, Windows)}
-    caches.hashed = {path: seen for path, seen in caches.hashed.items() if path in kept}
     caches.rows.clear()
 
 
@@ -403,8 +355,6 @@ class _Caches(threading.local):
             tuple[SourceImage, int, float], np.ndarray | Windows
         ] = collections.OrderedDict()
         self.rows: collections.OrderedDict[Any, Rows] = collections.OrderedDict()
-        # source files checked by hash: their identity then, and when it was taken (see _check)
-        self.hashed: dict[Path, tuple[tuple[int, ...], int]] = {}
 
 
 _CACHES = _Caches()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import multiprocessing
 import signal
 import threading
 import warnings
@@ -97,6 +96,8 @@ class ProcessPool:
     """
 
     def __init__(self, workers: int) -> None:
+        import multiprocessing  # 7 ms to import: only where workers are spawned
+
         # spawn, not fork: forked children would inherit HDF5's library state from the parent
         context = multiprocessing.get_context("spawn")
         self._children = max(1, workers - 1)

@@ -3,12 +3,18 @@ that a file still holds the bytes the catalog hashed."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from patchpack.dataset.io import file_sha256
 from patchpack.errors import SourceError
 
-_HASHED: dict[tuple[str, int, int, int, int, int], str] = {}
+# stat key -> (sha256, when it was computed, in time.time_ns())
+_HASHED: dict[tuple[str, int, int, int, int, int], tuple[str, int]] = {}
+# A file modified or changed this close to (or after) its hash may have been written again within
+# one tick of the file system's clock, unseen by its stat key (git's "racy" index entries): such a
+# file is hashed again each time, until its times lie this far behind the hash.
+RACY_NS = 2 * 10**9
 
 
 def _stat_key(path: Path) -> tuple[str, int, int, int, int, int]:
@@ -45,7 +51,8 @@ def check_file(path: Path, sha256: str, what: str = "source") -> None:
 
 def remember_sha256(path: Path, sha256: str) -> None:
     """Record a file's sha256, computed while it was written (a fetched source), for this process."""
-    _HASHED[_stat_key(path)] = sha256
+    key = _stat_key(path)
+    _HASHED[key] = (sha256, max(key[4:]) + RACY_NS + 1)  # this process wrote it: not racy
 
 
 def source_sha256(path: Path) -> str:
@@ -53,9 +60,13 @@ def source_sha256(path: Path) -> str:
 
     The catalog hashes every source; the worker checks (before and after decoding) and tissue masks
     in the same process then reuse the hash instead of reading the file again, as long as the file's
-    :func:`_stat_key` is unchanged. Another process, or another node, hashes anew.
+    :func:`_stat_key` is unchanged and was not racy (see ``RACY_NS``). Another process, or another
+    node, hashes anew.
     """
     key = _stat_key(path)
-    if key not in _HASHED:
-        _HASHED[key] = file_sha256(path)
-    return _HASHED[key]
+    known = _HASHED.get(key)
+    if known is not None and max(key[4:]) < known[1] - RACY_NS:
+        return known[0]
+    taken = time.time_ns()
+    _HASHED[key] = (file_sha256(path), taken)
+    return _HASHED[key][0]
