@@ -184,8 +184,8 @@ def test_the_shards_of_one_slide_spread_over_workers_in_the_same_bytes(
     }
     seen: list[int] = []
 
-    def recording(jobs: list[Job], workers: int) -> list:  # type: ignore[type-arg]
-        tasks = plan_tasks(jobs, workers)
+    def recording(jobs: list[Job], workers: int, **options: bool) -> list:  # type: ignore[type-arg]
+        tasks = plan_tasks(jobs, workers, **options)
         assert len({p.image for job in jobs for p in job.spec.pieces}) == 1
         seen.append(len(tasks))
         return tasks
