@@ -316,3 +316,42 @@ def test_the_pandas_example_of_the_readme_runs(
     for split in ("train", "val", "test"):
         for name, count in manifest.counts[split].per_class.items():
             assert counts[(split, name)] == count  # type: ignore[index]
+
+
+@pytest.mark.parametrize("gather", [False, True])
+def test_extract_joins_the_index_rows_its_workers_wrote_without_reading_a_shard(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gather: bool
+) -> None:
+    """Each worker writes its shard's rows of index.csv from the patches it holds (or returns them
+    with the gathered bytes); extract joins them instead of reading every shard again. The bytes
+    are those the shards give, and the rows folder leaves no trace in the dataset."""
+    from patchpack.dataset.card import index
+    from patchpack.dataset.extract import Engine
+
+    reference = extract(small_params(images, card=CARD), out=tmp_path / "reference")
+    expected = index.index_sha256(reference, tmp_path / "reference")
+
+    def refused(*args: object) -> None:
+        raise AssertionError("a shard was read for the index")
+
+    monkeypatch.setattr(index, "shard_rows", refused)
+    out = tmp_path / "joined"
+    manifest = extract(small_params(images, card=CARD), out=out, engine=Engine(gather=gather))
+    assert hashlib.sha256((out / INDEX_NAME).read_bytes()).hexdigest() == expected
+    assert card_bytes(out) == card_bytes(tmp_path / "reference")
+    assert manifest.fingerprint == reference.fingerprint
+    assert not [p for p in out.rglob("*") if index.ROWS_FOLDER in p.parts]
+
+
+def test_a_shard_without_its_rows_is_read_for_the_index(dataset: Path, tmp_path: Path) -> None:
+    from patchpack.dataset.card import index
+
+    manifest = load_manifest(dataset)
+    rows = tmp_path / "rows"
+    first = manifest.shards[0]
+    index.rows_path(rows, first.path).parent.mkdir(parents=True)
+    index.rows_path(rows, first.path).write_bytes(
+        index.csv_text(index.shard_rows(manifest, dataset, first)).encode()
+    )
+    joined = b"".join(index.csv_chunks(manifest, dataset, rows))
+    assert joined == (dataset / INDEX_NAME).read_bytes()

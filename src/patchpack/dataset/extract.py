@@ -21,6 +21,7 @@ from pathlib import Path
 
 from patchpack.dataset import byte_deciding_modules
 from patchpack.dataset.card import write_card
+from patchpack.dataset.card.index import ROWS_FOLDER, rows_path
 from patchpack.dataset.counts import _check_labelled_splits, _counts
 from patchpack.dataset.fetch import is_url, mirrored, with_urls
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
@@ -237,9 +238,13 @@ def _write(
             shards=entries,
             environment=environment.result(),
         )
+        # README.md, croissant.json, index.csv: before the manifest, the index from the rows the
+        # workers wrote beside the shards (a shard without them is read)
+        rows = staging / ROWS_FOLDER
+        cards = write_card(manifest, staging, rows)
+        _remove(rows)
         keep = {e.path for e in entries} | {record.roi for _, record in planned.rois.values()}
-        _remove_strays(staging, {path for path in keep if path})
-        write_card(manifest, staging)  # README.md, croissant.json, index.csv: before the manifest
+        _remove_strays(staging, {path for path in keep | set(cards) if path})
         manifest.write(staging)
         swap_in(staging, out)
     return manifest
@@ -287,7 +292,7 @@ def _run(
         _collect(executor, tasks, staging, results, len(jobs))
     finally:
         release_pixels()  # this process's readers (the serial engine runs tasks here)
-    return [(entry, per_class) for _, entry, _, per_class in sorted(results, key=lambda r: r[0])]
+    return [(entry, per_class) for _, entry, _, per_class, _ in sorted(results, key=lambda r: r[0])]
 
 
 def _collect(
@@ -299,10 +304,14 @@ def _collect(
 ) -> None:
     with _progress(total) as advance:
         for done in executor.map(run_task, tasks):
-            for index, entry, image, per_class in done:
+            for index, entry, image, per_class, rows in done:
                 if image is not None:  # gathered: this process writes what the worker built
                     write_bytes_atomic(staging / entry.path, image)
-                results.append((index, entry, None, per_class))
+                if rows is not None:
+                    path = rows_path(staging / ROWS_FOLDER, entry.path)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(rows)
+                results.append((index, entry, None, per_class, None))
             advance(len(done))
 
 

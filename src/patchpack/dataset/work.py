@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from patchpack.dataset.card.index import ROWS_FOLDER, rows_path, shard_chunk
 from patchpack.dataset.fetch import local_copy
 from patchpack.dataset.io import file_sha256, manifest_json, write_bytes_atomic
 from patchpack.dataset.labels import Labeller, open_labels
@@ -68,8 +69,9 @@ class Task:
     keep_windows: bool = False
 
 
-# (position in the canonical shard order, manifest entry, shard bytes when gathering, patches per class)
-Result = tuple[int, ShardEntry, bytes | None, tuple[int, ...]]
+# (position in the canonical shard order, manifest entry, shard bytes when gathering, patches per
+# class, the shard's index.csv rows when gathering)
+Result = tuple[int, ShardEntry, bytes | None, tuple[int, ...], bytes | None]
 
 
 def plan_tasks(jobs: Sequence[Job], workers: int, *, keep_windows: bool = False) -> list[Task]:
@@ -140,15 +142,18 @@ def mask_job(job: MaskJob) -> tuple[bytes, float]:
     return RoiMask(mask, downsample).png(), downsample
 
 
-def write_job(job: Job) -> tuple[ShardEntry, bytes | None, tuple[int, ...]]:
-    """Build one shard and write it to staging (or reuse a complete staged one); with ``job.gather``
-    return its bytes instead. Returns the manifest entry, the bytes (``None`` when written) and the
-    shard's patches per class (labels from label files are known only once patches are drawn)."""
+def write_job(job: Job) -> tuple[ShardEntry, bytes | None, tuple[int, ...], bytes | None]:
+    """Build one shard and write it to staging (or reuse a complete staged one), with its rows of
+    the patch index beside it (:data:`~patchpack.dataset.card.index.ROWS_FOLDER`); with
+    ``job.gather`` return both instead. Returns the manifest entry, the shard's bytes (``None``
+    when written), its patches per class (labels from label files are known only once patches are
+    drawn) and its index rows (``None`` when written)."""
     path = job.staging / job.spec.path
     if not job.gather:
         staged = _staged(job, path)
         if staged is not None:
-            return staged[0], None, _per_class(staged[1], job.class_names)
+            _write_rows(job, staged[0], staged[1])
+            return staged[0], None, _per_class(staged[1], job.class_names), None
     data = build_shard(job)
     shards = job.params.shards
     image = shard_bytes(
@@ -159,11 +164,21 @@ def write_job(job: Job) -> tuple[ShardEntry, bytes | None, tuple[int, ...]]:
     )
     per_class = _per_class(data, job.class_names)
     if job.gather:
-        return entry, image, per_class
+        return entry, image, per_class, shard_chunk(job.class_names, entry, data)
     write_bytes_atomic(path, image)
     stamp = {"job": _job_digest(job), "sha256": entry.sha256, "content": entry.content_sha256}
     write_bytes_atomic(_stamp_path(path), manifest_json(stamp).encode())
-    return entry, None, per_class
+    _write_rows(job, entry, data)
+    return entry, None, per_class, None
+
+
+def _write_rows(job: Job, entry: ShardEntry, data: ShardData) -> None:
+    """The shard's rows of the patch index, beside the staged shards for extract to join. Written
+    by every run, never reused from a killed one, and read only once this task has returned, so
+    no fsync: a lost file is read from the shard instead."""
+    path = rows_path(job.staging / ROWS_FOLDER, entry.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(shard_chunk(job.class_names, entry, data))
 
 
 def _stamp_path(path: Path) -> Path:

@@ -55,9 +55,10 @@ def card_texts(manifest: Manifest, index_sha: str) -> dict[str, bytes]:
     }
 
 
-def write_card(manifest: Manifest, folder: Path) -> list[str]:
+def write_card(manifest: Manifest, folder: Path, rows: Path | None = None) -> list[str]:
     """Write ``index.csv``, ``croissant.json`` and ``README.md`` into ``folder`` (each atomically,
-    the index first: the Croissant file records its sha256); return their names.
+    the index first: the Croissant file records its sha256); return their names. ``rows`` holds
+    the shards' index rows as their workers wrote them, where extract has them.
 
     Raises
     ------
@@ -65,7 +66,7 @@ def write_card(manifest: Manifest, folder: Path) -> list[str]:
         When a shard in ``folder`` is missing or does not hold what the manifest says.
     """
     folder = Path(folder)
-    sha = write_csv(manifest, folder, folder / INDEX_NAME)
+    sha = write_csv(manifest, folder, folder / INDEX_NAME, rows)
     for name, data in card_texts(manifest, sha).items():
         write_bytes_atomic(folder / name, data)
     return list(CARD_FILES)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,11 +83,11 @@ def shard_rows(manifest: Manifest, folder: Path, entry: ShardEntry) -> list[Row]
             f"{entry.path}: unreadable shard ({exc}); run patchpack verify"
         ) from exc
     text = [source.decode("utf-8", "replace") for source in sources]
-    return rows_of(manifest, entry, labels, text, patches, coords, levels)
+    return rows_of(manifest.class_names, entry, labels, text, patches, coords, levels)
 
 
 def rows_of(
-    manifest: Manifest,
+    names: Sequence[str],
     entry: ShardEntry,
     labels: list[int],
     sources: list[str],
@@ -95,8 +95,8 @@ def rows_of(
     coords: list[list[int]],
     levels: list[int],
 ) -> list[Row]:
-    """The index rows of the shard ``entry`` from its columns, in row order (as plain lists)."""
-    names = manifest.class_names
+    """The index rows of the shard ``entry`` from its columns, in row order (as plain lists);
+    ``names`` are the dataset's class names."""
     rows: list[Row] = []
     for row, (label, source, patch, (y, x), level, digest) in enumerate(
         zip(labels, sources, patches, coords, levels, entry.digests(), strict=True)
@@ -108,8 +108,14 @@ def rows_of(
 
 def data_rows(manifest: Manifest, entry: ShardEntry, data: ShardData) -> list[Row]:
     """The index rows of a shard already decoded (``verify`` has them)."""
+    return shard_data_rows(manifest.class_names, entry, data)
+
+
+def shard_data_rows(names: Sequence[str], entry: ShardEntry, data: ShardData) -> list[Row]:
+    """The index rows of a shard in memory, whose manifest entry is ``entry`` (the worker that
+    built it has them; see :data:`ROWS_FOLDER`)."""
     return rows_of(
-        manifest,
+        names,
         entry,
         data.labels.tolist(),
         data.source_rows(),
@@ -136,11 +142,31 @@ def csv_text(rows: list[Row] | None) -> str:
     return buffer.getvalue()
 
 
-def csv_chunks(manifest: Manifest, folder: Path) -> Iterator[bytes]:
-    """The bytes of ``index.csv``: the header, then one chunk per shard."""
+def csv_chunks(manifest: Manifest, folder: Path, rows: Path | None = None) -> Iterator[bytes]:
+    """The bytes of ``index.csv``: the header, then one chunk per shard; a shard's chunk is read
+    from ``rows`` (:func:`rows_path`) where its worker wrote it, else from the shard's datasets."""
     yield csv_text(None).encode("utf-8")
-    for rows in iter_rows(manifest, folder):
-        yield csv_text(rows).encode("utf-8")
+    for entry in manifest.shards:
+        written = rows_path(rows, entry.path) if rows is not None else None
+        if written is not None and written.is_file():
+            yield written.read_bytes()
+        else:
+            yield csv_text(shard_rows(manifest, folder, entry)).encode("utf-8")
+
+
+# Beside a run's staged shards, each shard's rows of index.csv as its worker wrote them (from the
+# patches it had in memory), so that extract writes the index without reading every shard again.
+ROWS_FOLDER = ".index-rows"
+
+
+def rows_path(rows: Path, shard: str) -> Path:
+    """Where the index rows of the shard at relative path ``shard`` are kept in ``rows``."""
+    return rows / f"{shard}.csv"
+
+
+def shard_chunk(names: Sequence[str], entry: ShardEntry, data: ShardData) -> bytes:
+    """The bytes of ``index.csv`` that the shard ``entry``, held in memory as ``data``, gives."""
+    return csv_text(shard_data_rows(names, entry, data)).encode("utf-8")
 
 
 def index_sha256(manifest: Manifest, folder: Path) -> str:
@@ -151,11 +177,12 @@ def index_sha256(manifest: Manifest, folder: Path) -> str:
     return digest.hexdigest()
 
 
-def write_csv(manifest: Manifest, folder: Path, path: Path) -> str:
-    """Write the index as CSV to ``path`` atomically; return the sha256 of its bytes."""
+def write_csv(manifest: Manifest, folder: Path, path: Path, rows: Path | None = None) -> str:
+    """Write the index as CSV to ``path`` atomically (shards' rows from ``rows`` where there, see
+    :func:`csv_chunks`); return the sha256 of its bytes."""
     digest = hashlib.sha256()
     with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-        for chunk in csv_chunks(manifest, folder):
+        for chunk in csv_chunks(manifest, folder, rows):
             digest.update(chunk)
             handle.write(chunk)
     return digest.hexdigest()
