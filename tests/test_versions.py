@@ -275,3 +275,26 @@ def test_out_holding_other_data_is_refused_untouched(registry, consumer, env, tm
     assert "holds other data" in line
     for root in (partner, consumer):
         assert [p.name for p in (root / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_info_names_a_version_committed_with_dvc_add(env, tmp_path):
+    """A dataset tracked by ``dvc add`` (its ``data/patches.dvc`` committed and tagged, no
+    pipeline) is named by the tag whose ``.dvc`` file records its md5, from the project or from
+    inside the folder; an edited copy is no committed version."""
+    root = make_project(tmp_path / "P", env, per_class=2, per_image=10)
+    (root / "dvc.yaml").unlink()
+    run(["patchpack", "extract", "--out", "data/patches"], root, env)
+    run(["dvc", "add", "-q", "data/patches"], root, env)
+    commit(root, env, "dataset by dvc add")
+    run(["git", "tag", "v1"], root, env)
+    added = yaml.safe_load((root / "data" / "patches.dvc").read_text())["outs"][0]["md5"]
+    info = run(["patchpack", "info"], root, env)
+    assert "version      v1, HEAD (commit" in info.stdout, info.stdout
+    assert f"data/patches.dvc records it, md5 {added})" in info.stdout, info.stdout
+    inside = run(["patchpack", "info", "."], root / "data" / "patches", env)
+    assert "version      v1, HEAD (commit" in inside.stdout, inside.stdout + inside.stderr
+    (root / "data" / "patches" / "manifest.json").write_text(
+        (root / "data" / "patches" / "manifest.json").read_text() + " "
+    )
+    edited = run(["patchpack", "info"], root, env, ok=False)
+    assert "not a committed version" in edited.stdout, edited.stdout + edited.stderr

@@ -1,8 +1,9 @@
 """Which committed version a dataset folder holds, derived from its bytes (``patchpack info``).
 
-The folder is hashed as DVC hashes a directory, and that md5 is looked up in ``dvc.lock`` at every
-tag (newest first), HEAD and the recent commits that changed ``dvc.lock`` or a ``.dvc`` file, read
-with one ``git cat-file --batch``; or in the import ``.dvc`` file beside the folder. No marker file
+The folder is hashed as DVC hashes a directory, and that md5 is looked up in ``dvc.lock``, and in
+the ``.dvc`` file that ``dvc add`` writes beside the folder, at every tag (newest first), HEAD and
+the recent commits that changed ``dvc.lock`` or a ``.dvc`` file, read with one
+``git cat-file --batch``; or in the import ``.dvc`` file beside the folder. No marker file
 is read that could name a version the bytes are not. A folder holding only files of one version's
 listing (what ``pull --split`` leaves) is named as part of that version.
 """
@@ -56,20 +57,21 @@ def _candidates(root: Path) -> list[tuple[str, str]]:
     return found + [(commit[:10], commit) for commit in log]
 
 
-def _lock_files(root: Path, commits: list[str]) -> dict[str, str]:
-    """``commit -> dvc.lock text`` read in one ``git cat-file --batch`` (fast for many commits)."""
-    unique = list(dict.fromkeys(commits))
+def _blobs(root: Path, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """``(commit, path) -> text`` of each file that exists at that commit, read in one
+    ``git cat-file --batch`` (fast for many commits)."""
+    unique = list(dict.fromkeys(wanted))
     if not unique:
         return {}
     proc = subprocess.run(
         ["git", "cat-file", "--batch"],
         cwd=root,
-        input="".join(f"{commit}:dvc.lock\n" for commit in unique).encode(),
+        input="".join(f"{commit}:{path}\n" for commit, path in unique).encode(),
         capture_output=True,
         check=False,
     )
     texts, data, pos = {}, proc.stdout, 0
-    for commit in unique:
+    for key in unique:
         end = data.find(b"\n", pos)
         if end < 0:
             break
@@ -77,15 +79,15 @@ def _lock_files(root: Path, commits: list[str]) -> dict[str, str]:
         pos = end + 1
         if len(header) == 3 and header[1] == b"blob":
             size = int(header[2])
-            texts[commit] = data[pos : pos + size].decode("utf-8", "replace")
+            texts[key] = data[pos : pos + size].decode("utf-8", "replace")
             pos += size + 1
     return texts
 
 
 def folder_version(folder: Path, root: Path | None = None) -> str:
     """Which committed version ``folder`` holds, in words, derived from its bytes: its DVC md5
-    looked up in ``dvc.lock`` at every tag, HEAD and the recent commits that changed it (or in the
-    import ``.dvc`` file beside it); a folder holding only files of one version's listing (a
+    looked up in ``dvc.lock`` and in the folder's ``dvc add`` file at every tag, HEAD and the
+    recent commits that changed them (or in the import ``.dvc`` file beside it); a folder holding only files of one version's listing (a
     ``pull --split``) is named as part of it.
 
     ``root`` is the git and DVC project to search (default: the one holding ``folder``, else the
@@ -104,31 +106,59 @@ def folder_version(folder: Path, root: Path | None = None) -> str:
     try:
         if git(root, "rev-parse", "--git-dir", check=False).returncode != 0:
             return f"not in a git repository ({root}): no versions to compare with"
-        committed = _committed(root)
+        committed = _committed(root, _dvcfile(folder, root))
     except RemoteError as exc:  # git is not installed
         return str(exc)
     for names, commit, outs in committed:
         path = next((p for p, value in outs.items() if value == md5), None)
         if path is not None:
-            return (
-                f"{_label(names, commit)} (commit {commit[:10]}: {path} in its dvc.lock, md5 {md5})"
-            )
+            where = f"{path} records it" if path.endswith(".dvc") else f"{path} in its dvc.lock"
+            return f"{_label(names, commit)} (commit {commit[:10]}: {where}, md5 {md5})"
     return _part_of(root, entries, committed) or (
-        f"not a committed version (md5 {md5} is in no dvc.lock at a tag or recent commit)"
+        f"not a committed version (md5 {md5} is in no dvc.lock or .dvc file at a tag or recent "
+        f"commit)"
     )
 
 
-def _committed(root: Path) -> list[tuple[list[str], str, dict[str, str]]]:
-    """``(names, commit, path -> md5)`` for every commit searched, in :func:`_candidates` order."""
+def _dvcfile(folder: Path, root: Path) -> str | None:
+    """The path in the repository of the ``.dvc`` file that ``dvc add`` writes for ``folder``."""
+    try:
+        relative = folder.resolve().relative_to(root.resolve())
+    except ValueError:
+        return None
+    return f"{relative.as_posix()}.dvc" if relative.parts else None
+
+
+def _committed(
+    root: Path, dvcfile: str | None = None
+) -> list[tuple[list[str], str, dict[str, str]]]:
+    """``(names, commit, path -> md5)`` for every commit searched, in :func:`_candidates` order:
+    the outputs of its ``dvc.lock``, and the output of ``dvcfile`` (a ``dvc add``) where given."""
     candidates = _candidates(root)
-    locks = _lock_files(root, [commit for _, commit in candidates])
+    commits = [commit for _, commit in candidates]
+    files = [(commit, "dvc.lock") for commit in commits]
+    files += [(commit, dvcfile) for commit in commits] if dvcfile else []
+    texts = _blobs(root, files)
     by_commit: dict[str, list[str]] = {}
     for name, commit in candidates:
         names = by_commit.setdefault(commit, [])
         names += [] if name in names else [name]
-    return [
-        (names, commit, committed_outs(locks.get(commit))) for commit, names in by_commit.items()
-    ]
+    found = []
+    for commit, names in by_commit.items():
+        outs = committed_outs(texts.get((commit, "dvc.lock")))
+        added = _added_md5(texts.get((commit, dvcfile))) if dvcfile else None
+        found.append((names, commit, {**outs, **({dvcfile: added} if dvcfile and added else {})}))
+    return found
+
+
+def _added_md5(text: str | None) -> str | None:
+    """The md5 of the one output of a ``dvc add`` file's text, if it is one."""
+    try:
+        (out,) = (yaml.safe_load(text or "") or {})["outs"]
+        md5 = out["md5"]
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+    return md5 if isinstance(md5, str) else None
 
 
 def _label(names: list[str], commit: str) -> str:
@@ -186,6 +216,7 @@ def _has_patterns(rule: Path) -> bool:
 
 def _imported_version(folder: Path, md5: str) -> str | None:
     """The registry's rev, when ``folder.dvc`` imports it and records the md5 the bytes have."""
+    folder = folder.resolve()  # "." has no name to put ".dvc" after
     dvcfile = folder.with_name(f"{folder.name}.dvc")
     try:
         data = yaml.safe_load(dvcfile.read_text(encoding="utf-8")) or {}
