@@ -518,3 +518,24 @@ def test_an_image_claiming_a_million_pixels_a_side_is_refused_before_any_allocat
     coarse = dataclasses.replace(split, block_size=4096)
     (plan,) = plan_images([huge], seed=1, extract=extract, split=coarse)
     assert sum(draw.count for draw in plan.draws) == 10
+
+
+def test_an_empty_split_from_blocks_off_the_half_patch_grid_says_to_raise_block_size(
+    tmp_path: Path,
+) -> None:
+    """Blocks under 1.5 patches with an ROI can miss the half-patch grid, and format 3 refuses
+    those: the empty split this leaves names that cause and the block size that avoids it (the
+    usual advice, a smaller block, would refuse more), which then extracts."""
+    write_pyramid(tmp_path / "slides" / "a" / "one.tif", tissue_image(256, 256))
+    raw = {
+        "base": {"seed": 3},
+        "source": {"dir": str(tmp_path / "slides"), "channels": 3},
+        "extract": {"patch_size": 32, "per_image": 10, "min_std": 0.0, "roi": "tissue"},
+        "split": {"mode": "region", "block_size": 36},
+    }
+    with pytest.raises(SourceError, match=r"one\.tif: the \w+ split gets no patch of class 'a'; with an ROI a block is shared out only if it holds a position on the half-patch grid, which split.block_size 36 under 1.5 x extract.patch_size \(32\) can miss: raise split.block_size to at least 48"):  # fmt: skip
+        extract(params_from_dict(raw), out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    raw["split"]["block_size"] = 48
+    manifest = extract(params_from_dict(raw), out=tmp_path / "out")
+    assert all(manifest.count(name) > 0 for name in SPLITS)

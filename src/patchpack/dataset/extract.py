@@ -192,6 +192,7 @@ def _plan(
         split=params.split,
         class_names=class_names,
         by_folder=not params.labels.per_patch,
+        extract=params.extract,
     )
     specs = cut_shards(counts, [s.id for s in sources], target=params.shards.target_patches)
     _check_free_space(out, sum(spec.patches for spec in specs), params)

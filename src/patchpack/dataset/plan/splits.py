@@ -267,9 +267,11 @@ def check_splits(
     split: SplitParams,
     class_names: Sequence[str],
     by_folder: bool,
+    extract: ExtractParams | None = None,
 ) -> None:
     """Refuse a plan in which a split with a fraction above 0 gets no patch, or (labels by folder)
     in which a class gets no patch in such a split: a dataset that exits 0 must hold every split.
+    ``extract`` (the patch size, the ROI, the sampling) makes the fix it names exact.
 
     Raises
     ------
@@ -291,11 +293,29 @@ def check_splits(
                 if label is None or plan.source.label == label
             ]
             if sum(count[name] for _, count in members) == 0:
-                raise SourceError(_empty_split(name, class_name, [p for p, _ in members], split))
+                raise SourceError(
+                    _empty_split(name, class_name, [p for p, _ in members], split, extract)
+                )
+
+
+def _half_grid_refuses(split: SplitParams, extract: ExtractParams | None) -> bool:
+    """Whether format 3's rule for random sampling within an ROI (a block must hold a position on
+    the half-patch grid, see :func:`~patchpack.dataset.plan.regions.region_splits`) can refuse
+    blocks of this size: those under 1.5 patches on a side."""
+    return (
+        extract is not None
+        and extract.roi != "all"
+        and extract.sampling != "grid"
+        and 2 * split.block_size < 3 * extract.patch_size
+    )
 
 
 def _empty_split(
-    name: str, class_name: str | None, plans: Sequence[ImagePlan], split: SplitParams
+    name: str,
+    class_name: str | None,
+    plans: Sequence[ImagePlan],
+    split: SplitParams,
+    extract: ExtractParams | None = None,
 ) -> str:
     shown = ", ".join(str(plan.source.path) for plan in plans[:3])
     shown += f" and {len(plans) - 3} more" if len(plans) > 3 else ""
@@ -306,6 +326,15 @@ def _empty_split(
         fix = (
             f"each split needs an image of every class: add images"
             f"{f' to {class_name}' if class_name else ''} or use split.mode: region"
+        )
+    elif split.mode == "region" and _half_grid_refuses(split, extract):
+        assert extract is not None
+        least = -(-3 * extract.patch_size // 2)
+        fix = (
+            f"with an ROI a block is shared out only if it holds a position on the half-patch "
+            f"grid, which split.block_size {split.block_size} under 1.5 x extract.patch_size "
+            f"({extract.patch_size}) can miss: raise split.block_size to at least {least}, or add "
+            f"images"
         )
     elif split.mode == "region":
         blocks = sum(len(draw.rects) for plan in plans for draw in plan.draws)
