@@ -343,15 +343,24 @@ def test_extract_joins_the_index_rows_its_workers_wrote_without_reading_a_shard(
     assert not [p for p in out.rglob("*") if index.ROWS_FOLDER in p.parts]
 
 
-def test_a_shard_without_its_rows_is_read_for_the_index(dataset: Path, tmp_path: Path) -> None:
+def test_written_rows_are_joined_and_a_shard_without_good_rows_is_read(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """The rows a worker wrote are used as they are (here marked, to tell them from the shard's);
+    a shard whose rows are missing, truncated or not a regular file is read instead."""
     from patchpack.dataset.card import index
 
     manifest = load_manifest(dataset)
     rows = tmp_path / "rows"
-    first = manifest.shards[0]
-    index.rows_path(rows, first.path).parent.mkdir(parents=True)
-    index.rows_path(rows, first.path).write_bytes(
-        index.csv_text(index.shard_rows(manifest, dataset, first)).encode()
-    )
-    joined = b"".join(index.csv_chunks(manifest, dataset, rows))
-    assert joined == (dataset / INDEX_NAME).read_bytes()
+    first, second, third = manifest.shards[:3]
+    marked = b"".join(b"marked,%d\n" % n for n in range(first.patches))
+    for entry, data in ((first, marked), (second, marked[: -len(b"marked,0\n")])):
+        index.rows_path(rows, entry.path).parent.mkdir(parents=True, exist_ok=True)
+        index.rows_path(rows, entry.path).write_bytes(data)
+    index.rows_path(rows, third.path).parent.mkdir(parents=True, exist_ok=True)
+    index.rows_path(rows, third.path).symlink_to(index.rows_path(rows, first.path))
+    chunks = list(index.csv_chunks(manifest, dataset, rows))
+    assert chunks[1] == marked
+    shard_chunks = list(index.csv_chunks(manifest, dataset))
+    assert chunks[2:] == shard_chunks[2:]  # the truncated and the linked rows: from the shards
+    assert chunks[0] == shard_chunks[0]

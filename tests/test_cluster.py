@@ -270,12 +270,38 @@ def test_a_failed_task_raises_in_order_and_the_pool_closes() -> None:
     from patchpack.engine.executors import ProcessPool
     from support.tasks import fails_at
 
-    pool = ProcessPool(3)
+    pool = ProcessPool(5)  # four workers take items 0 to 3 first: item 3 fails in a worker
     results = []
     try:
-        with pytest.raises(ValueError, match="item 3 is bad"):
+        with pytest.raises(ValueError, match=r"item 3 is bad \(process \d+\)") as raised:
             for result in pool.map(fails_at, list(range(8))):
                 results.append(result)
     finally:
         pool.close()
     assert results == [0, 1, 2]
+    assert f"(process {os.getpid()})" not in str(raised.value)  # raised here from the worker's
+
+
+def test_closing_the_pool_while_a_worker_finishes_a_task_raises_nothing(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A worker that finishes while the pool is being closed (after an error, a Ctrl-C) is handed
+    no next task: its callback would meet a pool no longer running, end the pool's result thread
+    with a traceback and make the close raise in place of the run's own error. The window is
+    widened here (the pool's shutdown waits a second before stopping its result thread)."""
+    import multiprocessing.pool
+
+    from patchpack.engine.executors import ProcessPool
+
+    finish = multiprocessing.pool.Pool._help_stuff_finish
+
+    def slowly(*args: Any) -> None:
+        time.sleep(1.0)
+        finish(*args)
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "_help_stuff_finish", staticmethod(slowly))
+    pool = ProcessPool(2)
+    results = pool.map(time.sleep, [0.4] * 6)
+    assert next(results) is None  # the worker is now on a later task, more are pending
+    pool.close()
+    assert "Traceback" not in capfd.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import imagecodecs
@@ -45,24 +46,46 @@ def test_reading_the_envelope_imports_no_decoder() -> None:
     assert environment == current_environment()
 
 
-def test_versions_from_folder_names_equal_importlib_metadata() -> None:
-    """Every distribution of this environment: the dist-info folder name gives the version that
-    importlib.metadata reads from its METADATA file."""
+def test_versions_from_folder_names_equal_importlib_metadata(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every distribution of this environment (pip's dist-info folders): the folder names alone,
+    importlib.metadata not asked, give the version that importlib.metadata reads from METADATA."""
     from importlib import metadata
 
     names = tuple(sorted({dist.metadata["Name"] for dist in metadata.distributions()}))
+    expected = {name: metadata.version(name) for name in names}
+
+    def not_asked(name: str) -> str:
+        raise AssertionError(f"importlib.metadata asked for {name}")
+
+    monkeypatch.setattr(metadata, "version", not_asked)
     found = distribution_versions(names)
     assert len(found) == len(names) > 50
-    assert found == {name: metadata.version(name) for name in names}
+    assert found == expected
 
 
-def test_first_folder_on_the_path_wins_and_egg_info_falls_back(
+def test_the_first_entry_on_the_path_wins_as_importlib_metadata_decides(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "Tiff_File-0.0.1.dist-info").mkdir()  # shadows the installed tifffile
-    egg = tmp_path / "only_an_egg-3.1.egg-info"
+    """A dist-info folder earlier on the path shadows the installed one (its name in any case and
+    spelling); an egg-info found first is read by importlib.metadata, as are distributions in a
+    zip file on the path; a distribution installed nowhere is left out."""
+    from importlib import metadata
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "TiffFile-0.0.1.DIST-INFO").mkdir(parents=True)
+    egg = first / "Zarr.egg-info"
     egg.mkdir()
-    (egg / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: only-an-egg\nVersion: 3.1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    found = distribution_versions(("tifffile", "tiff-file", "only-an-egg", "not-installed-at-all"))
-    assert found == {"tiff-file": "0.0.1", "tifffile": tifffile.__version__, "only-an-egg": "3.1"}
+    (egg / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: zarr\nVersion: 9.9\n")
+    (second / "zarr-0.0.2.dist-info").mkdir(parents=True)  # after the egg: not the one found
+    archive = tmp_path / "dists.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        packed.writestr("only_zipped-1.5.dist-info/METADATA", "Name: only-zipped\nVersion: 1.5\n")
+    monkeypatch.syspath_prepend(str(archive))
+    monkeypatch.syspath_prepend(str(second))
+    monkeypatch.syspath_prepend(str(first))
+    names = ("tifffile", "zarr", "only-zipped", "not-installed-at-all")
+    found = distribution_versions(names)
+    assert found == {"tifffile": "0.0.1", "zarr": "9.9", "only-zipped": "1.5"}
+    assert found["zarr"] == metadata.version("zarr")

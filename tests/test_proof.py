@@ -17,7 +17,7 @@ from patchpack.audit.verify import verify
 from patchpack.dataset.extract import extract
 from patchpack.dataset.manifest import ShardEntry, fingerprint, load_manifest
 from patchpack.dataset.plan import Rect, grid_coords, grid_positions, region_splits
-from patchpack.dataset.plan.regions import _hold_roi, block_grid
+from patchpack.dataset.plan.regions import _hold_roi, block_grid, off_grid_blocks
 from patchpack.dataset.readers import Level
 from patchpack.dataset.shards import read_shard, write_shard
 from patchpack.dataset.sources import SourceImage
@@ -533,9 +533,24 @@ def test_an_empty_split_from_blocks_off_the_half_patch_grid_says_to_raise_block_
         "extract": {"patch_size": 32, "per_image": 10, "min_std": 0.0, "roi": "tissue"},
         "split": {"mode": "region", "block_size": 36},
     }
-    with pytest.raises(SourceError, match=r"one\.tif: the \w+ split gets no patch of class 'a'; with an ROI a block is shared out only if it holds a position on the half-patch grid, which split.block_size 36 under 1.5 x extract.patch_size \(32\) can miss: raise split.block_size to at least 48"):  # fmt: skip
+    with pytest.raises(SourceError, match=r"one\.tif: the \w+ split gets no patch of class 'a'; with an ROI a block is shared out only if it holds a position on the half-patch grid, which blocks of split.block_size 36 under 1.5 x extract.patch_size \(32\) here miss: raise split.block_size to at least 48"):  # fmt: skip
         extract(params_from_dict(raw), out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
     raw["split"]["block_size"] = 48
     manifest = extract(params_from_dict(raw), out=tmp_path / "out")
     assert all(manifest.count(name) > 0 for name in SPLITS)
+    assert off_grid_blocks(256, 256, 36, 32) > 0 == off_grid_blocks(256, 256, 40, 32)
+
+
+def test_an_empty_split_with_every_block_on_the_grid_keeps_the_usual_advice(tmp_path: Path) -> None:
+    """Blocks of 40 for patches of 32 all hold a half-grid position: a split left empty there
+    (too few blocks) is not told to raise the block size."""
+    write_pyramid(tmp_path / "slides" / "a" / "one.tif", tissue_image(96, 96))
+    raw = {
+        "base": {"seed": 3},
+        "source": {"dir": str(tmp_path / "slides"), "channels": 3},
+        "extract": {"patch_size": 32, "per_image": 4, "min_std": 0.0, "roi": "tissue"},
+        "split": {"mode": "region", "block_size": 40},
+    }
+    with pytest.raises(SourceError, match=r"went to other splits: lower split.block_size \(40\)"):
+        extract(params_from_dict(raw), out=tmp_path / "out")

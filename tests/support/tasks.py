@@ -14,7 +14,8 @@ def pid_after(item: tuple[int, float]) -> tuple[int, int]:
 
 
 def fails_at(item: int) -> int:
-    """The item itself; item 3 raises, as a bad input found by a worker would."""
+    """The item itself; item 3 raises, as a bad input found by a worker would, naming the process
+    that ran it."""
     if item == 3:
-        raise ValueError(f"item {item} is bad")
+        raise ValueError(f"item {item} is bad (process {os.getpid()})")
     return item

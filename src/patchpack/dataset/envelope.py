@@ -4,8 +4,9 @@ the manifest records and a Dask worker must match.
 Versions come from the installed packages' metadata, not from importing them: tifffile, zarr and
 OpenSlide cost a third of a second to import, and a dataset of small images decodes none of them.
 The metadata is read from the names of the ``*.dist-info`` folders on ``sys.path`` (one directory
-listing each), as ``importlib.metadata`` finds them, without importing it (20-40 ms, most of it its
-e-mail parser); a distribution found no such way is asked of ``importlib.metadata``. A version that
+listing each), in the order ``importlib.metadata`` searches them, without importing it (20-40 ms,
+most of it its e-mail parser); a distribution whose first hit is an ``.egg-info`` or lies in a zip
+file is asked of ``importlib.metadata``. A version that
 exists only inside a library (HDF5's, libjpeg's, imagecodecs' codecs) is asked of modules that
 extraction imports anyway (h5py, Pillow) or that import in milliseconds (imagecodecs).
 """
@@ -81,35 +82,52 @@ def _normalized(name: str) -> str:
 
 
 def distribution_versions(names: tuple[str, ...]) -> dict[str, str]:
-    """The installed version of each of ``names`` found on ``sys.path`` (a missing one is left
-    out): the first ``NAME-VERSION.dist-info`` folder in ``sys.path`` order, which is the one
-    ``importlib.metadata`` reads; a distribution installed another way (an ``.egg-info``) is asked
-    of ``importlib.metadata`` itself."""
+    """The installed version of each of ``names`` (a missing one is left out), as
+    ``importlib.metadata`` finds it: in the first ``sys.path`` entry that holds its metadata.
+
+    A ``NAME-VERSION.dist-info`` folder there gives the version in its name; where the first hit
+    is an ``.egg-info`` or the entry is a zip file, ``importlib.metadata`` itself is asked (it is
+    imported only then).
+    """
     wanted = {_normalized(name): name for name in names}
     found: dict[str, str] = {}
+    ask: list[str] = []  # first found where only importlib.metadata reads the version
     for entry in sys.path:
+        if len(found) + len(ask) == len(wanted):
+            break
         try:
             listing = os.scandir(entry or ".")
-        except OSError:  # a zip file, a folder that is gone
+        except OSError:  # a zip file (importlib.metadata reads inside it), or no such folder
+            if os.path.isfile(entry):
+                ask += [name for name in names if name not in found and name not in ask]
             continue
         with listing:
             for item in listing:
-                stem, dot, suffix = item.name.rpartition(".")
-                if suffix != "dist-info" or not dot:
-                    continue
-                name, dash, version = stem.partition("-")
-                key = _normalized(name)
-                if dash and key in wanted and wanted[key] not in found:
-                    found[wanted[key]] = version
-        if len(found) == len(wanted):
-            return found
-    from importlib import metadata
+                _take(item.name, wanted, found, ask)
+    if ask:
+        from importlib import metadata
 
-    for name in names:
-        if name not in found:
+        for name in ask:
+            found.pop(name, None)
             with contextlib.suppress(metadata.PackageNotFoundError):
                 found[name] = metadata.version(name)
     return found
+
+
+def _take(entry: str, wanted: dict[str, str], found: dict[str, str], ask: list[str]) -> None:
+    """Record what the folder entry ``entry`` says of a wanted distribution not met before: its
+    version (a dist-info folder), or that importlib.metadata must read it (an egg-info)."""
+    stem, dot, suffix = entry.rpartition(".")
+    if not dot or suffix.lower() not in ("dist-info", "egg-info"):
+        return
+    name, dash, version = stem.partition("-")
+    target = wanted.get(_normalized(name))
+    if target is None or target in found or target in ask:
+        return
+    if suffix.lower() == "dist-info" and dash:
+        found[target] = version
+    else:
+        ask.append(target)
 
 
 def _required(found: dict[str, str], name: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from patchpack.dataset import byte_deciding_modules
 from patchpack.dataset.card import write_card
-from patchpack.dataset.card.index import ROWS_FOLDER, rows_path
+from patchpack.dataset.card.index import ROWS_FOLDER
 from patchpack.dataset.counts import _check_labelled_splits, _counts
 from patchpack.dataset.fetch import is_url, mirrored, with_urls
 from patchpack.dataset.io import manifest_json, write_bytes_atomic
@@ -54,7 +54,15 @@ from patchpack.dataset.roi import _record, _regions_of_interest
 from patchpack.dataset.shards import FORMAT_VERSION
 from patchpack.dataset.sources import SourceImage, SourceRecord, catalog
 from patchpack.dataset.tissue import Roi
-from patchpack.dataset.work import Job, Result, Task, plan_tasks, release_pixels, run_task
+from patchpack.dataset.work import (
+    Job,
+    Result,
+    Task,
+    plan_tasks,
+    release_pixels,
+    run_task,
+    write_rows,
+)
 from patchpack.engine.executors import DaskExecutor, Executor, open_executor
 from patchpack.engine.output import exclusive_writer, recover, remove_leftovers, swap_in
 from patchpack.params import Params
@@ -288,6 +296,8 @@ def _run(
     shard, in canonical order."""
     # a local worker's readers end with the run (the pool is closed after it): let them outlive a task
     tasks = plan_tasks(jobs, parallelism, keep_windows=not isinstance(executor, DaskExecutor))
+    for split in {job.spec.split for job in jobs}:  # the workers write the index rows in there
+        (staging / ROWS_FOLDER / split).mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
     try:
         _collect(executor, tasks, staging, results, len(jobs))
@@ -309,9 +319,7 @@ def _collect(
                 if image is not None:  # gathered: this process writes what the worker built
                     write_bytes_atomic(staging / entry.path, image)
                 if rows is not None:
-                    path = rows_path(staging / ROWS_FOLDER, entry.path)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(rows)
+                    write_rows(staging / ROWS_FOLDER, entry.path, rows)
                 results.append((index, entry, None, per_class, None))
             advance(len(done))
 

@@ -14,6 +14,7 @@ import collections
 import contextlib
 import hashlib
 import json
+import os
 import stat
 import threading
 from collections.abc import Mapping, Sequence
@@ -173,12 +174,25 @@ def write_job(job: Job) -> tuple[ShardEntry, bytes | None, tuple[int, ...], byte
 
 
 def _write_rows(job: Job, entry: ShardEntry, data: ShardData) -> None:
-    """The shard's rows of the patch index, beside the staged shards for extract to join. Written
-    by every run, never reused from a killed one, and read only once this task has returned, so
-    no fsync: a lost file is read from the shard instead."""
-    path = rows_path(job.staging / ROWS_FOLDER, entry.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(shard_chunk(job.class_names, entry, data))
+    """The shard's rows of the patch index, beside the staged shards for extract to join
+    (:func:`write_rows`). Written by every run, never reused from a killed one, and read only once
+    this task has returned."""
+    write_rows(job.staging / ROWS_FOLDER, entry.path, shard_chunk(job.class_names, entry, data))
+
+
+def write_rows(rows: Path, shard: str, chunk: bytes) -> None:
+    """Put a shard's index rows in ``rows`` by rename (never a part-written file there), without
+    fsync and without creating ``rows`` (extract made its split folders; a worker still running
+    after the run removed them, a lost Dask worker say, writes nothing). Nothing is lost when
+    this fails: extract reads the shard instead (see ``csv_chunks``)."""
+    path = rows_path(rows, shard)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        temporary.write_bytes(chunk)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 def _stamp_path(path: Path) -> Path:
@@ -312,8 +326,8 @@ def _pixels(source: SourceImage, channels: int, max_megapixels: float) -> np.nda
     key = (source, channels, max_megapixels)
     cache = _caches().pixels
     found = cache.pop(key, None)
-    here = local_copy(source)
     try:
+        here = local_copy(source)
         # hashed once per process while it stays the same file (see sources.hashing): a reader kept
         # open reads what was hashed, unless the file was written since, which this check refuses
         check_source(here)

@@ -103,6 +103,7 @@ class ProcessPool:
         self._children = max(1, workers - 1)
         with _sigint_blocked():  # the pool's threads, and the workers they replace, inherit it
             self._pool = context.Pool(self._children, initializer=_start_worker)
+        self._queues: list[_SharedQueue[Any, Any]] = []
 
     def map(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
         if len(items) == 1:  # nothing to share out: sending it to a worker only adds the transfer
@@ -112,10 +113,13 @@ class ProcessPool:
     def _shared(self, function: Callable[[T], R], items: list[T]) -> Iterator[R]:
         """Every item through ``function``, here or in a worker; results in the order of items."""
         queue = _SharedQueue(self._pool, function, items, self._children)
+        self._queues.append(queue)
         for index in range(len(items)):
             yield queue.result(index)
 
     def close(self) -> None:
+        for queue in self._queues:  # no task handed out while the pool goes down
+            queue.stop()
         self._pool.terminate()
         self._pool.join()
 
@@ -129,20 +133,32 @@ class _SharedQueue(Generic[T, R]):
         self._lock = threading.Condition()
         self._pending = collections.deque(range(len(items)))
         self._finished: dict[int, tuple[bool, Any]] = {}  # index -> (succeeded, result or error)
+        self._stopped = False
         with self._lock:
             for _ in range(children):
                 self._submit()
 
+    def stop(self) -> None:
+        """Hand out no more tasks: the pool is being closed."""
+        with self._lock:
+            self._stopped = True
+
     def _submit(self) -> None:
-        """The next task to a worker (with the lock held)."""
-        if self._pending:
-            index = self._pending.popleft()
-            self._pool.apply_async(
-                self._function,
-                (self._items[index],),
-                callback=functools.partial(self._settle, index, True),
-                error_callback=functools.partial(self._settle, index, False),
-            )
+        """The next task to a worker (with the lock held). Never raises: it runs in the pool's
+        result thread too, which a callback's exception would end (and the pool's close with it)."""
+        if self._pending and not self._stopped:
+            index = self._pending[0]
+            try:
+                self._pool.apply_async(
+                    self._function,
+                    (self._items[index],),
+                    callback=functools.partial(self._settle, index, True),
+                    error_callback=functools.partial(self._settle, index, False),
+                )
+            except ValueError:  # the pool is no longer running: it is being closed
+                self._stopped = True
+                return
+            self._pending.popleft()
 
     def _settle(self, index: int, succeeded: bool, outcome: Any) -> None:
         """A worker's task is done (in the pool's result thread): keep it, hand out the next."""

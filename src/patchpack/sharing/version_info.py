@@ -77,10 +77,11 @@ def _blobs(root: Path, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], s
             break
         header = data[pos:end].split()
         pos = end + 1
-        if len(header) == 3 and header[1] == b"blob":
+        if len(header) == 3 and header[2].isdigit():  # "<sha> <type> <size>", then its bytes
             size = int(header[2])
-            texts[key] = data[pos : pos + size].decode("utf-8", "replace")
-            pos += size + 1
+            if header[1] == b"blob":
+                texts[key] = data[pos : pos + size].decode("utf-8", "replace")
+            pos += size + 1  # a tree where a file was looked for is skipped, not read as one
     return texts
 
 
@@ -135,9 +136,11 @@ def _committed(
     """``(names, commit, path -> md5)`` for every commit searched, in :func:`_candidates` order:
     the outputs of its ``dvc.lock``, and the output of ``dvcfile`` (a ``dvc add``) where given."""
     candidates = _candidates(root)
+    # git names a commit's files from the top of the repository, which may hold the project lower
+    prefix = git(root, "rev-parse", "--show-prefix", check=False).stdout.strip()
     commits = [commit for _, commit in candidates]
-    files = [(commit, "dvc.lock") for commit in commits]
-    files += [(commit, dvcfile) for commit in commits] if dvcfile else []
+    files = [(commit, f"{prefix}dvc.lock") for commit in commits]
+    files += [(commit, f"{prefix}{dvcfile}") for commit in commits] if dvcfile else []
     texts = _blobs(root, files)
     by_commit: dict[str, list[str]] = {}
     for name, commit in candidates:
@@ -145,20 +148,13 @@ def _committed(
         names += [] if name in names else [name]
     found = []
     for commit, names in by_commit.items():
-        outs = committed_outs(texts.get((commit, "dvc.lock")))
-        added = _added_md5(texts.get((commit, dvcfile))) if dvcfile else None
-        found.append((names, commit, {**outs, **({dvcfile: added} if dvcfile and added else {})}))
+        outs = committed_outs(texts.get((commit, f"{prefix}dvc.lock")))
+        if dvcfile:  # named by the .dvc file, which the message says records it
+            added = committed_outs(texts.get((commit, f"{prefix}{dvcfile}")), dvcfile)
+            if added:
+                outs[dvcfile] = next(iter(added.values()))
+        found.append((names, commit, outs))
     return found
-
-
-def _added_md5(text: str | None) -> str | None:
-    """The md5 of the one output of a ``dvc add`` file's text, if it is one."""
-    try:
-        (out,) = (yaml.safe_load(text or "") or {})["outs"]
-        md5 = out["md5"]
-    except (yaml.YAMLError, KeyError, TypeError, ValueError):
-        return None
-    return md5 if isinstance(md5, str) else None
 
 
 def _label(names: list[str], commit: str) -> str:

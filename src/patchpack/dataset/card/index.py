@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -147,11 +148,26 @@ def csv_chunks(manifest: Manifest, folder: Path, rows: Path | None = None) -> It
     from ``rows`` (:func:`rows_path`) where its worker wrote it, else from the shard's datasets."""
     yield csv_text(None).encode("utf-8")
     for entry in manifest.shards:
-        written = rows_path(rows, entry.path) if rows is not None else None
-        if written is not None and written.is_file():
-            yield written.read_bytes()
-        else:
-            yield csv_text(shard_rows(manifest, folder, entry)).encode("utf-8")
+        written = _written_rows(rows, entry)
+        yield (
+            written
+            if written is not None
+            else csv_text(shard_rows(manifest, folder, entry)).encode("utf-8")
+        )
+
+
+def _written_rows(rows: Path | None, entry: ShardEntry) -> bytes | None:
+    """The rows a worker wrote for ``entry``, when they are a regular file of one line per patch."""
+    if rows is None:
+        return None
+    path = rows_path(rows, entry.path)
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if data.count(b"\n") == entry.patches and data.endswith(b"\n") else None
 
 
 # Beside a run's staged shards, each shard's rows of index.csv as its worker wrote them (from the

@@ -125,6 +125,17 @@ def region_splits(
 _CORNERS_AT_ONCE = 1 << 20  # half-grid corners per array: bounds memory on gigapixel levels
 
 
+def off_grid_blocks(height: int, width: int, block_size: int, patch_size: int) -> int:
+    """How many blocks of a ``height`` x ``width`` level hold no position on the half-patch grid:
+    those :func:`_hold_roi` refuses whatever the ROI (none once blocks are 1.5 patches a side)."""
+    step, last = max(1, patch_size // 2), patch_size - 1
+    missing = 0
+    for block in block_grid(height, width, block_size):
+        first_y, first_x = -(-block.y0 // step) * step, -(-block.x0 // step) * step
+        missing += first_y > block.y1 - 1 - last or first_x > block.x1 - 1 - last
+    return missing
+
+
 def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: float) -> list[bool]:
     """Whether each block is shared out: it holds a position on the half-patch grid (the grid of
     step ``patch_size // 2`` anchored at the image's corner), and some position of a random patch

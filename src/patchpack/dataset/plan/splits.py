@@ -35,7 +35,12 @@ from patchpack.dataset.plan.draws import (
     id_hash,
     largest_remainder,
 )
-from patchpack.dataset.plan.regions import grid_coords, positions, region_splits
+from patchpack.dataset.plan.regions import (
+    grid_coords,
+    off_grid_blocks,
+    positions,
+    region_splits,
+)
 from patchpack.dataset.sources import SourceImage
 from patchpack.dataset.tissue import Roi
 from patchpack.errors import ConfigError, SourceError
@@ -298,15 +303,19 @@ def check_splits(
                 )
 
 
-def _half_grid_refuses(split: SplitParams, extract: ExtractParams | None) -> bool:
+def _half_grid_refused(
+    split: SplitParams, extract: ExtractParams | None, plans: Sequence[ImagePlan]
+) -> bool:
     """Whether format 3's rule for random sampling within an ROI (a block must hold a position on
-    the half-patch grid, see :func:`~patchpack.dataset.plan.regions.region_splits`) can refuse
-    blocks of this size: those under 1.5 patches on a side."""
-    return (
-        extract is not None
-        and extract.roi != "all"
-        and extract.sampling != "grid"
-        and 2 * split.block_size < 3 * extract.patch_size
+    the half-patch grid, see :func:`~patchpack.dataset.plan.regions.region_splits`) refused a
+    block of these images: blocks under 1.5 patches on a side can miss the grid."""
+    if extract is None or extract.roi == "all" or extract.sampling == "grid":
+        return False
+    return any(
+        off_grid_blocks(
+            plan.source.size.height, plan.source.size.width, split.block_size, extract.patch_size
+        )
+        for plan in plans
     )
 
 
@@ -327,14 +336,14 @@ def _empty_split(
             f"each split needs an image of every class: add images"
             f"{f' to {class_name}' if class_name else ''} or use split.mode: region"
         )
-    elif split.mode == "region" and _half_grid_refuses(split, extract):
+    elif split.mode == "region" and _half_grid_refused(split, extract, plans):
         assert extract is not None
         least = -(-3 * extract.patch_size // 2)
         fix = (
             f"with an ROI a block is shared out only if it holds a position on the half-patch "
-            f"grid, which split.block_size {split.block_size} under 1.5 x extract.patch_size "
-            f"({extract.patch_size}) can miss: raise split.block_size to at least {least}, or add "
-            f"images"
+            f"grid, which blocks of split.block_size {split.block_size} under 1.5 x "
+            f"extract.patch_size ({extract.patch_size}) here miss: raise split.block_size to at "
+            f"least {least}, or add images"
         )
     elif split.mode == "region":
         blocks = sum(len(draw.rects) for plan in plans for draw in plan.draws)

@@ -13,7 +13,10 @@ from patchpack.errors import SourceError
 _HASHED: dict[tuple[str, int, int, int, int, int], tuple[str, int]] = {}
 # A file modified or changed this close to (or after) its hash may have been written again within
 # one tick of the file system's clock, unseen by its stat key (git's "racy" index entries): such a
-# file is hashed again each time, until its times lie this far behind the hash.
+# file is hashed again each time, until its times lie this far behind the hash. The file's times
+# are compared with this machine's clock: a network file system whose server clock runs more than
+# this behind could make a just-written file look settled (one whose clock runs ahead only costs
+# hashes).
 RACY_NS = 2 * 10**9
 
 
@@ -52,7 +55,8 @@ def check_file(path: Path, sha256: str, what: str = "source") -> None:
 def remember_sha256(path: Path, sha256: str) -> None:
     """Record a file's sha256, computed while it was written (a fetched source), for this process."""
     key = _stat_key(path)
-    _HASHED[key] = (sha256, max(key[4:]) + RACY_NS + 1)  # this process wrote it: not racy
+    # what fetch put in place by rename, its content addressed by this hash: not racy
+    _HASHED[key] = (sha256, max(key[4:]) + RACY_NS + 1)
 
 
 def source_sha256(path: Path) -> str:
