@@ -50,7 +50,9 @@ def test_training_writes_the_best_model_and_live_metrics(
     assert summary["model"] == "cnn" and summary["device"] == accelerator()
     assert summary["backend"] == keras.backend.backend()
     assert summary["epochs"] == 2
-    assert summary["train_patches_per_s"] > 0 and summary["bn_seconds"] == 0  # no BatchNorm
+    # no BatchNorm: nothing re-estimated, only the batches' set-up timed (rounded to 1 ms, it
+    # reached 0.001 on a loaded machine)
+    assert summary["train_patches_per_s"] > 0 and summary["bn_seconds"] <= 0.01
     assert sorted(p.name for p in (root / "models").iterdir()) == ["cnn.keras"]  # no temp file left
     model = keras.saving.load_model(root / "models" / "cnn.keras")
     assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 3)

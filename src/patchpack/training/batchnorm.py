@@ -103,11 +103,10 @@ class BatchNormRecalibration(keras.callbacks.Callback):  # type: ignore[misc]  #
         started = time.perf_counter()
         batches = self.batches()
         try:
-            ran = recalibrate_batchnorm(self.model, batches, limit=self.limit)
+            if recalibrate_batchnorm(self.model, batches, limit=self.limit):
+                self.runs += 1
         finally:
             close = getattr(batches, "close", None)  # a generator left part-way stops here
             if close is not None:
                 close()
-        if ran:  # a model without BatchNorm spends nothing on it (not the batches' set-up)
-            self.runs += 1
-            self.seconds += time.perf_counter() - started
+        self.seconds += time.perf_counter() - started
