@@ -520,19 +520,24 @@ def test_an_image_claiming_a_million_pixels_a_side_is_refused_before_any_allocat
     assert sum(draw.count for draw in plan.draws) == 10
 
 
+def _tissue_slide(tmp_path: Path, *, side: int, per_image: int, block_size: int) -> dict:  # type: ignore[type-arg]
+    """Params for random 32-pixel tissue patches from one square demo-like slide of ``side``."""
+    write_pyramid(tmp_path / "slides" / "a" / "one.tif", tissue_image(side, side))
+    return {
+        "base": {"seed": 3},
+        "source": {"dir": str(tmp_path / "slides"), "channels": 3},
+        "extract": {"patch_size": 32, "per_image": per_image, "min_std": 0.0, "roi": "tissue"},
+        "split": {"mode": "region", "block_size": block_size},
+    }
+
+
 def test_an_empty_split_from_blocks_off_the_half_patch_grid_says_to_raise_block_size(
     tmp_path: Path,
 ) -> None:
     """Blocks under 1.5 patches with an ROI can miss the half-patch grid, and format 3 refuses
     those: the empty split this leaves names that cause and the block size that avoids it (the
     usual advice, a smaller block, would refuse more), which then extracts."""
-    write_pyramid(tmp_path / "slides" / "a" / "one.tif", tissue_image(256, 256))
-    raw = {
-        "base": {"seed": 3},
-        "source": {"dir": str(tmp_path / "slides"), "channels": 3},
-        "extract": {"patch_size": 32, "per_image": 10, "min_std": 0.0, "roi": "tissue"},
-        "split": {"mode": "region", "block_size": 36},
-    }
+    raw = _tissue_slide(tmp_path, side=256, per_image=10, block_size=36)
     with pytest.raises(SourceError, match=r"one\.tif: the \w+ split gets no patch of class 'a'; with an ROI a block is shared out only if it holds a position on the half-patch grid, which blocks of split.block_size 36 under 1.5 x extract.patch_size \(32\) here miss: raise split.block_size to at least 48"):  # fmt: skip
         extract(params_from_dict(raw), out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -545,12 +550,6 @@ def test_an_empty_split_from_blocks_off_the_half_patch_grid_says_to_raise_block_
 def test_an_empty_split_with_every_block_on_the_grid_keeps_the_usual_advice(tmp_path: Path) -> None:
     """Blocks of 40 for patches of 32 all hold a half-grid position: a split left empty there
     (too few blocks) is not told to raise the block size."""
-    write_pyramid(tmp_path / "slides" / "a" / "one.tif", tissue_image(96, 96))
-    raw = {
-        "base": {"seed": 3},
-        "source": {"dir": str(tmp_path / "slides"), "channels": 3},
-        "extract": {"patch_size": 32, "per_image": 4, "min_std": 0.0, "roi": "tissue"},
-        "split": {"mode": "region", "block_size": 40},
-    }
+    raw = _tissue_slide(tmp_path, side=96, per_image=4, block_size=40)
     with pytest.raises(SourceError, match=r"went to other splits: lower split.block_size \(40\)"):
         extract(params_from_dict(raw), out=tmp_path / "out")
