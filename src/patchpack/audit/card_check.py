@@ -87,7 +87,7 @@ def _rows(
     ``digest`` on the way."""
     digest.update(csv_text(None).encode("utf-8"))
     for entry, data in shards:
-        rows = data_rows(manifest, entry, data)
+        rows = data_rows(manifest.class_names, entry, data)
         digest.update(csv_text(rows).encode("utf-8"))
         yield from ([str(value) for value in row] for row in rows)
 

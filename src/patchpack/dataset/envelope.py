@@ -6,9 +6,9 @@ OpenSlide cost a third of a second to import, and a dataset of small images deco
 The metadata is read from the names of the ``*.dist-info`` folders on ``sys.path`` (one directory
 listing each), in the order ``importlib.metadata`` searches them, without importing it (20-40 ms,
 most of it its e-mail parser); a distribution whose first hit is an ``.egg-info`` or lies in a zip
-file is asked of ``importlib.metadata``. A version that
-exists only inside a library (HDF5's, libjpeg's, imagecodecs' codecs) is asked of modules that
-extraction imports anyway (h5py, Pillow) or that import in milliseconds (imagecodecs).
+file is asked of ``importlib.metadata``. A version that exists only inside a library (HDF5's,
+libjpeg's, imagecodecs' codecs) is asked of modules that extraction imports anyway (h5py, Pillow)
+or that import in milliseconds (imagecodecs).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class Task:
 
     ``keep_windows``: leave the windowed sources (slides) open when the task ends, with their
     decoded tiles, for the run's next tasks on this worker: a slide's shards spread over several
-    tasks, and each task would otherwise hash the slide file and decode its tiles again. Set where
+    tasks, and each task would otherwise open the slide and decode its tiles again. Set where
     the worker's readers end with the run (this process, a local pool), not on a Dask worker.
     """
 

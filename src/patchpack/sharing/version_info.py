@@ -2,9 +2,9 @@
 
 The folder is hashed as DVC hashes a directory, and that md5 is looked up in ``dvc.lock``, and in
 the ``.dvc`` file that ``dvc add`` writes beside the folder, at every tag (newest first), HEAD and
-the recent commits that changed ``dvc.lock`` or a ``.dvc`` file, read with one
-``git cat-file --batch``; or in the import ``.dvc`` file beside the folder. No marker file
-is read that could name a version the bytes are not. A folder holding only files of one version's
+the recent commits that changed ``dvc.lock`` or a ``.dvc`` file, read with one ``git cat-file
+--batch``; or in the import ``.dvc`` file beside the folder. No marker file is read that could
+name a version the bytes are not. A folder holding only files of one version's
 listing (what ``pull --split`` leaves) is named as part of that version.
 """
 
@@ -88,8 +88,8 @@ def _blobs(root: Path, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], s
 def folder_version(folder: Path, root: Path | None = None) -> str:
     """Which committed version ``folder`` holds, in words, derived from its bytes: its DVC md5
     looked up in ``dvc.lock`` and in the folder's ``dvc add`` file at every tag, HEAD and the
-    recent commits that changed them (or in the import ``.dvc`` file beside it); a folder holding only files of one version's listing (a
-    ``pull --split``) is named as part of it.
+    recent commits that changed them (or in the import ``.dvc`` file beside it); a folder holding
+    only files of one version's listing (a ``pull --split``) is named as part of it.
 
     ``root`` is the git and DVC project to search (default: the one holding ``folder``, else the
     working directory's).

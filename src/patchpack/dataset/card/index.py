@@ -107,14 +107,10 @@ def rows_of(
     return rows
 
 
-def data_rows(manifest: Manifest, entry: ShardEntry, data: ShardData) -> list[Row]:
-    """The index rows of a shard already decoded (``verify`` has them)."""
-    return shard_data_rows(manifest.class_names, entry, data)
-
-
-def shard_data_rows(names: Sequence[str], entry: ShardEntry, data: ShardData) -> list[Row]:
-    """The index rows of a shard in memory, whose manifest entry is ``entry`` (the worker that
-    built it has them; see :data:`ROWS_FOLDER`)."""
+def data_rows(names: Sequence[str], entry: ShardEntry, data: ShardData) -> list[Row]:
+    """The index rows of a shard in memory, whose manifest entry is ``entry``, for class names
+    ``names`` (``verify`` has the shards decoded, the worker that built one has it: see
+    :data:`ROWS_FOLDER`)."""
     return rows_of(
         names,
         entry,
@@ -182,7 +178,7 @@ def rows_path(rows: Path, shard: str) -> Path:
 
 def shard_chunk(names: Sequence[str], entry: ShardEntry, data: ShardData) -> bytes:
     """The bytes of ``index.csv`` that the shard ``entry``, held in memory as ``data``, gives."""
-    return csv_text(shard_data_rows(names, entry, data)).encode("utf-8")
+    return csv_text(data_rows(names, entry, data)).encode("utf-8")
 
 
 def index_sha256(manifest: Manifest, folder: Path) -> str:

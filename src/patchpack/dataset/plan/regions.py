@@ -128,12 +128,22 @@ _CORNERS_AT_ONCE = 1 << 20  # half-grid corners per array: bounds memory on giga
 def off_grid_blocks(height: int, width: int, block_size: int, patch_size: int) -> int:
     """How many blocks of a ``height`` x ``width`` level hold no position on the half-patch grid:
     those :func:`_hold_roi` refuses whatever the ROI (none once blocks are 1.5 patches a side)."""
+    *_, counts = _half_grid(block_grid(height, width, block_size), patch_size)
+    return int(np.count_nonzero(counts == 0))
+
+
+def _half_grid(
+    blocks: Sequence[Rect], patch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each block's span (y0, y1, x0, x1), its first half-grid corner (y, x), the corners along
+    each axis where a whole patch fits in the block, and their product (the grid of step
+    ``patch_size // 2`` anchored at the image's corner)."""
     step, last = max(1, patch_size // 2), patch_size - 1
-    missing = 0
-    for block in block_grid(height, width, block_size):
-        first_y, first_x = -(-block.y0 // step) * step, -(-block.x0 // step) * step
-        missing += first_y > block.y1 - 1 - last or first_x > block.x1 - 1 - last
-    return missing
+    spans = np.array([(b.y0, b.y1, b.x0, b.x1) for b in blocks], np.int64).reshape(-1, 4)
+    first_y, first_x = -(-spans[:, 0] // step) * step, -(-spans[:, 2] // step) * step
+    rows = np.maximum(0, (spans[:, 1] - last - first_y + step - 1) // step)
+    cols = np.maximum(0, (spans[:, 3] - last - first_x + step - 1) // step)
+    return spans, first_y, first_x, rows, cols, rows * cols
 
 
 def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: float) -> list[bool]:
@@ -148,11 +158,7 @@ def _hold_roi(blocks: Sequence[Rect], roi: Roi, patch_size: int, downsample: flo
     """
     step = max(1, patch_size // 2)
     last = patch_size - 1
-    spans = np.array([(b.y0, b.y1, b.x0, b.x1) for b in blocks], np.int64).reshape(-1, 4)
-    first_y, first_x = -(-spans[:, 0] // step) * step, -(-spans[:, 2] // step) * step
-    rows = np.maximum(0, (spans[:, 1] - last - first_y + step - 1) // step)
-    cols = np.maximum(0, (spans[:, 3] - last - first_x + step - 1) // step)
-    counts = rows * cols
+    spans, first_y, first_x, _, cols, counts = _half_grid(blocks, patch_size)
     before = np.cumsum(counts) - counts  # corners of the blocks before each block
     settled = np.zeros(len(blocks), bool)
     start = 0
